@@ -1,0 +1,139 @@
+//! Errors of gateways, the registry and session stores. Messages name the cause and never
+//! carry an API key or an upstream header.
+
+use std::time::Duration;
+
+/// Why a turn failed. Each variant's message is fit to show to a client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GatewayError {
+    /// The instance lacks required configuration (e.g. its API key variable is unset).
+    #[error("gateway '{gateway}' is not configured: {reason}")]
+    NotConfigured {
+        /// Instance id.
+        gateway: String,
+        /// What is missing, e.g. "OPENAI_COMPAT_API_KEY is not set".
+        reason: String,
+    },
+    /// The instance's configuration is invalid.
+    #[error("invalid configuration for gateway '{gateway}': {reason}")]
+    InvalidConfig {
+        /// Instance id.
+        gateway: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The upstream could not be reached (refused, reset, DNS failure).
+    #[error("cannot connect to upstream {host}: {reason}")]
+    Connect {
+        /// Host and port tried (never the path or query).
+        host: String,
+        /// Cause, e.g. "connection refused" or "DNS lookup failed".
+        reason: String,
+    },
+    /// TCP/TLS connection was not established in time.
+    #[error("connect timeout after {} ms to upstream {host}", .after.as_millis())]
+    ConnectTimeout {
+        /// Host and port tried.
+        host: String,
+        /// The configured limit.
+        after: Duration,
+    },
+    /// The upstream sent no first token in time.
+    #[error("first token timeout: no answer from upstream within {} ms", .0.as_millis())]
+    FirstTokenTimeout(Duration),
+    /// The upstream stopped sending in the middle of a stream.
+    #[error("idle timeout: upstream stream stalled for {} ms", .0.as_millis())]
+    IdleTimeout(Duration),
+    /// The upstream answered with an HTTP error status.
+    #[error("upstream HTTP {status}: {message}")]
+    Http {
+        /// HTTP status code.
+        status: u16,
+        /// The provider's error message (or a short plain-text body).
+        message: String,
+        /// Parsed `Retry-After`, when sent.
+        retry_after: Option<Duration>,
+    },
+    /// The upstream reported an error inside a 200 stream.
+    #[error("upstream error: {0}")]
+    Provider(String),
+    /// The upstream sent something that is not the expected protocol.
+    #[error("malformed upstream response: {0}")]
+    Malformed(String),
+    /// The stream ended before a finish reason or `[DONE]`.
+    #[error("upstream stream truncated: connection closed before the answer finished")]
+    Truncated,
+    /// The turn was cancelled (client gone or interrupted).
+    #[error("turn cancelled")]
+    Cancelled,
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl GatewayError {
+    /// Short stable label for metrics (`connect`, `http_429`, `first_token_timeout`, ...).
+    pub fn cause(&self) -> String {
+        match self {
+            GatewayError::NotConfigured { .. } => "not_configured".into(),
+            GatewayError::InvalidConfig { .. } => "invalid_config".into(),
+            GatewayError::Connect { .. } => "connect".into(),
+            GatewayError::ConnectTimeout { .. } => "connect_timeout".into(),
+            GatewayError::FirstTokenTimeout(_) => "first_token_timeout".into(),
+            GatewayError::IdleTimeout(_) => "idle_timeout".into(),
+            GatewayError::Http { status, .. } => format!("http_{status}"),
+            GatewayError::Provider(_) => "provider".into(),
+            GatewayError::Malformed(_) => "malformed".into(),
+            GatewayError::Truncated => "truncated".into(),
+            GatewayError::Cancelled => "cancelled".into(),
+            GatewayError::Other(_) => "other".into(),
+        }
+    }
+
+    /// True when another attempt (or another gateway) may succeed: connection failures,
+    /// timeouts before the first token, HTTP 408, 429 and 5xx.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GatewayError::Connect { .. }
+            | GatewayError::ConnectTimeout { .. }
+            | GatewayError::FirstTokenTimeout(_) => true,
+            GatewayError::Http { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The upstream's `Retry-After`, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GatewayError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Errors of the gateway kind registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Two linked crates registered the same kind id.
+    #[error("gateway kind '{0}' is registered twice")]
+    DuplicateKind(String),
+    /// No linked crate registered this kind id.
+    #[error("unknown gateway kind '{kind}' (registered: {known})")]
+    UnknownKind {
+        /// The id asked for.
+        kind: String,
+        /// Comma-separated registered ids.
+        known: String,
+    },
+}
+
+/// Errors of a session store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backing service could not be used.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("session store data corrupt: {0}")]
+    Corrupt(String),
+}

@@ -1,0 +1,38 @@
+//! Contracts of the voice gateway host: the event protocol, the [`Gateway`] trait, the
+//! [`GatewayKind`] registry collected with `inventory`, and [`SessionStore`] memory.
+//!
+//! ```
+//! use gateway_core::Event;
+//! let json = serde_json::to_string(&Event::delta("Hello")).unwrap();
+//! assert_eq!(json, r#"{"type":"delta","text":"Hello"}"#);
+//! ```
+//!
+//! # For gateway authors
+//!
+//! 1. Implement [`Gateway`]: `stream` returns an [`EventStream`] that yields `handshake`,
+//!    `delta`s and ends with `text_done` or one `Err`; stop when `turn.cancel` fires.
+//! 2. Register a kind: `inventory::submit! { GatewayKind { id: "my-kind", description: "...",
+//!    build } }` where `build` reads its settings with [`InstanceConfig::settings_as`].
+//! 3. Link it: a binary that calls the host's `run` must reference the crate
+//!    (`use my_gateway as _;`), or the linker drops it and its registration with it.
+
+pub mod error;
+pub mod event;
+pub mod gateway;
+pub mod message;
+pub mod registry;
+pub mod session;
+pub mod stream;
+pub mod turn;
+
+pub use error::{GatewayError, RegistryError, StoreError};
+pub use event::{Event, Timing, Usage};
+pub use gateway::{EventStream, Gateway, Health};
+pub use message::{ChatMessage, Role};
+pub use registry::{Env, GatewayKind, InstanceConfig, Registry};
+pub use session::{MemoryStore, MemoryStoreConfig, SessionStore, DEFAULT_HISTORY};
+pub use turn::Turn;
+
+pub use async_trait::async_trait;
+pub use inventory;
+pub use tokio_util::sync::CancellationToken;

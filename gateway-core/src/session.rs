@@ -32,7 +32,7 @@ pub trait SessionStore: Send + Sync {
     async fn clear(&self, key: &str) -> Result<bool, StoreError>;
 
     /// Number of sessions held (approximate for caches).
-    async fn len(&self) -> Result<u64, StoreError>;
+    async fn session_count(&self) -> Result<u64, StoreError>;
 
     /// Backend name for diagnostics (`memory`, `redis`, ...).
     fn backend(&self) -> &'static str;
@@ -113,7 +113,7 @@ impl SessionStore for MemoryStore {
         Ok(self.sessions.remove(key).is_some())
     }
 
-    async fn len(&self) -> Result<u64, StoreError> {
+    async fn session_count(&self) -> Result<u64, StoreError> {
         self.sessions.run_pending_tasks();
         Ok(self.sessions.entry_count())
     }
@@ -169,6 +169,6 @@ mod tests {
         for i in 0..200 {
             store.append(&format!("s{i}"), turn(i), 20).await.unwrap();
         }
-        assert!(store.len().await.unwrap() <= 10);
+        assert!(store.session_count().await.unwrap() <= 10);
     }
 }

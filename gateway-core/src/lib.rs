@@ -20,6 +20,8 @@ pub mod error;
 pub mod event;
 pub mod gateway;
 pub mod message;
+#[cfg(feature = "redis")]
+pub mod redis_store;
 pub mod registry;
 pub mod session;
 pub mod stream;
@@ -29,6 +31,8 @@ pub use error::{GatewayError, RegistryError, StoreError};
 pub use event::{Event, Timing, Usage};
 pub use gateway::{EventStream, Gateway, Health};
 pub use message::{ChatMessage, Role};
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisStore, RedisStoreConfig};
 pub use registry::{Env, GatewayKind, InstanceConfig, Registry};
 pub use session::{MemoryStore, MemoryStoreConfig, SessionStore, DEFAULT_HISTORY};
 pub use turn::Turn;

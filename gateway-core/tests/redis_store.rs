@@ -1,0 +1,140 @@
+//! The Redis session store against a real `redis-server` started on a loopback port.
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_core::{ChatMessage, RedisStore, RedisStoreConfig, SessionStore};
+
+/// A throwaway redis-server on 127.0.0.1, killed on drop.
+struct RedisServer {
+    child: Child,
+    url: String,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::yield_now();
+        }
+        Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        }
+    }
+
+    async fn store(&self, prefix: &str, ttl: Duration) -> RedisStore {
+        RedisStore::connect(RedisStoreConfig {
+            url: self.url.clone(),
+            key_prefix: prefix.into(),
+            idle_ttl: ttl,
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn turn(i: usize) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::user(format!("q{i}")),
+        ChatMessage::assistant(format!("a{i}")),
+    ]
+}
+
+#[tokio::test]
+async fn caps_history_server_side_and_shares_it_between_clients() {
+    let redis = RedisServer::start();
+    let replica_a = redis.store("t1:", Duration::from_secs(60)).await;
+    let replica_b = redis.store("t1:", Duration::from_secs(60)).await;
+    for i in 0..15 {
+        replica_a.append("s", turn(i), 20).await.unwrap();
+    }
+    let history = replica_b.history("s", 20).await.unwrap();
+    assert_eq!(history.len(), 20);
+    assert_eq!(&*history[0].content, "q5");
+    assert_eq!(&*history[19].content, "a14");
+    assert_eq!(replica_b.history("s", 3).await.unwrap().len(), 3);
+    assert_eq!(replica_b.session_count().await.unwrap(), 1);
+    assert!(replica_b.clear("s").await.unwrap());
+    assert!(replica_a.history("s", 20).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_turns_of_one_session_never_interleave() {
+    let redis = RedisServer::start();
+    let store = Arc::new(redis.store("t2:", Duration::from_secs(60)).await);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append("s", turn(i), 1000).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let history = store.history("s", 1000).await.unwrap();
+    assert_eq!(history.len(), 100);
+    for pair in history.chunks(2) {
+        let q = pair[0].content.strip_prefix('q').unwrap();
+        let a = pair[1].content.strip_prefix('a').unwrap();
+        assert_eq!(q, a, "a turn's messages were split: {pair:?}");
+    }
+}
+
+#[tokio::test]
+async fn sessions_expire_after_the_idle_ttl() {
+    let redis = RedisServer::start();
+    let store = redis.store("t3:", Duration::from_secs(1)).await;
+    store.append("s", turn(1), 20).await.unwrap();
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("t3:s")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((0..=1).contains(&ttl), "ttl was {ttl}");
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_a_clear_error_without_the_password() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let error = RedisStore::connect(RedisStoreConfig {
+        url: format!("redis://:hunter2secret@127.0.0.1:{port}/"),
+        key_prefix: "x:".into(),
+        idle_ttl: Duration::from_secs(60),
+    })
+    .await
+    .err()
+    .expect("connect must fail");
+    let text = error.to_string();
+    assert!(text.contains("127.0.0.1"), "{text}");
+    assert!(!text.contains("hunter2secret"), "{text}");
+}

@@ -227,7 +227,10 @@ class Gateway(GatewayBase):
                 conn.connect()
             except Exception as exc:  # noqa: BLE001
                 raise _TurnError(self._describe_connect_error(exc)) from None
-            conn.sock.settimeout(self._read_wait(deadline))
+            # Keep the socket: http.client drops conn.sock once a "Connection:
+            # close" response arrives, but the response keeps reading from it.
+            sock = conn.sock
+            sock.settimeout(self._read_wait(deadline))
             try:
                 conn.request("POST", self._path("/v1/conversation"), body=body,
                              headers=self._headers(json_body=True, accept="application/x-ndjson"))
@@ -238,7 +241,7 @@ class Gateway(GatewayBase):
                 raise _TurnError(f"gateway-host at {self.url} failed before answering: {self._exc_text(exc)}") from None
             if resp.status != 200:
                 raise _TurnError(self._http_error_text(resp))
-            self._pump(conn, resp, turn, deadline)
+            self._pump(sock, resp, turn, deadline)
         except _TurnError as exc:
             logger.warning("gateway-host turn failed: %s", exc)
             turn.error(str(exc))
@@ -254,10 +257,10 @@ class Gateway(GatewayBase):
             if not turn.finished:  # unreachable by construction; the guarantee stays
                 turn.error("gateway-host plugin ended the turn without a result")
 
-    def _pump(self, conn, resp, turn: _Turn, deadline: float) -> None:
+    def _pump(self, sock, resp, turn: _Turn, deadline: float) -> None:
         """Copy events from the NDJSON (or SSE) body until the final one."""
         while True:
-            conn.sock.settimeout(self._read_wait(deadline))
+            sock.settimeout(self._read_wait(deadline))
             try:
                 raw = resp.readline(MAX_LINE_BYTES + 1)
             except socket.timeout:

@@ -15,7 +15,7 @@ uses to retry with a fresh session.
 
 Standard library only. Environment (read when the class is instantiated):
 
-  GATEWAY_HOST_URL              base URL of the host (default http://127.0.0.1:8080)
+  GATEWAY_HOST_URL              base URL of the host (default http://127.0.0.1:8787)
   GATEWAY_HOST_TOKEN            optional bearer token (never logged)
   GATEWAY_HOST_PROFILE          profile id to request (unset: the host's default)
   GATEWAY_HOST_SYSTEM_PROMPT    sent as "system_prompt" (default "none": OpenVoiceUI
@@ -67,7 +67,7 @@ except ImportError:  # standalone import (docs, linting, quick manual tests)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_URL = "http://127.0.0.1:8787"
 DEFAULT_SYSTEM_PROMPT = "none"
 DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 300.0

@@ -1,1 +1,62 @@
-//! placeholder
+//! The `openai-compat` gateway kind: streams voice turns from any OpenAI Chat Completions
+//! compatible API (OpenAI, Groq, Together, Fireworks, OpenRouter, vLLM, LiteLLM, Ollama).
+//!
+//! Linking this crate registers the kind [`KIND_ID`] with the host's registry. Instances can
+//! also be built directly:
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use gateway_core::{ChatMessage, Event, Gateway, Turn};
+//! use gateway_openai_compat::{ApiKey, OpenAiCompat, OpenAiCompatConfig};
+//!
+//! # async fn run() -> Result<(), gateway_core::GatewayError> {
+//! let gateway = OpenAiCompat::new(
+//!     "groq",
+//!     OpenAiCompatConfig {
+//!         base_url: "https://api.groq.com/openai/v1".into(),
+//!         api_key: Some(ApiKey::new("gsk_...")),
+//!         model: "llama-3.3-70b-versatile".into(),
+//!         ..Default::default()
+//!     },
+//! )?;
+//! let mut events = gateway.stream(Turn::new(vec![ChatMessage::user("Hello!")])).await?;
+//! while let Some(event) = events.next().await {
+//!     match event? {
+//!         Event::Delta { text } => print!("{text}"),
+//!         Event::TextDone { .. } => println!(),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Configuration keys (settings table, all optional; unknown keys are rejected): `base_url`,
+//! `api_key_env`, `api_key` (discouraged), `model`, `max_tokens`, `temperature`,
+//! `connect_timeout_ms`, `first_token_timeout_ms`, `idle_timeout_ms`, `headers`. For an instance
+//! with an environment prefix (`OPENAI_COMPAT_` for the built-in one), `<prefix>API_KEY`,
+//! `<prefix>BASE_URL`, `<prefix>MODEL`, `<prefix>MAX_TOKENS`, `<prefix>TEMPERATURE` and the
+//! `<prefix>*_TIMEOUT_MS` variables beat the table. A server that needs no key (a local
+//! Ollama) still wants one set to any value.
+//!
+//! The parsers are pure and public for fuzzing: [`sse::SseDecoder`] and
+//! [`completion::CompletionDecoder`].
+
+pub mod completion;
+pub mod config;
+mod gateway;
+pub mod sse;
+
+pub use config::{ApiKey, OpenAiCompatConfig};
+pub use gateway::{build, OpenAiCompat};
+
+/// Id of the gateway kind this crate registers.
+pub const KIND_ID: &str = "openai-compat";
+
+gateway_core::inventory::submit! {
+    gateway_core::GatewayKind {
+        id: KIND_ID,
+        description: "Any OpenAI Chat Completions compatible API (OpenAI, Groq, Together, OpenRouter, vLLM, Ollama, ...)",
+        build,
+    }
+}

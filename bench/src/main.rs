@@ -1,1 +1,615 @@
-fn main() {}
+//! Run with: cargo run --release -p gateway-bench -- --concurrency 1,100,1000
+//!
+//! Load benchmark of `gateway-host`. It starts, all on 127.0.0.1:
+//!
+//! 1. a fast mock OpenAI-compatible upstream, in-process, streaming a fixed answer of
+//!    `--tokens` `chat.completion.chunk` events (`--token-delay-ms` apart) and `[DONE]`;
+//! 2. the real `gateway-host` binary as a separate process, pointed at that upstream and
+//!    carrying OpenVoiceUI's real ~12 KB voice prompt in every turn;
+//! 3. a load generator that runs the same streaming workload twice per concurrency level:
+//!    straight at the upstream, then through the host's `POST /v1/chat/completions` (or
+//!    through any other OpenAI-compatible proxy given with `--proxy-url`).
+//!
+//! It prints Markdown: per level, turns/s, time to first token (TTFT) p50/p90/p99 for both
+//! legs and the TTFT the host adds, full-turn latency, errors, the host's peak RSS and CPU
+//! seconds per 1,000 turns; then the idle host's RSS, the RSS after `--sessions` sessions of
+//! full history, and the host's start-up time. The last line is `SUMMARY {json}`.
+//! Everything is bounded by turn counts and `--max-seconds`.
+
+mod host;
+mod load;
+mod report;
+mod sessions;
+mod upstream;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+
+use crate::host::{HostProcess, HostSpec, ProcSample, Workdir};
+use crate::load::{LegConfig, Protocol, Target};
+use crate::report::{mib, HostLegStats, LevelReport};
+use crate::upstream::{AnswerSpec, MockUpstream};
+
+/// Which host endpoint the proxy leg drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HostEndpoint {
+    /// `POST /v1/chat/completions`, the same protocol as the direct leg.
+    ChatCompletions,
+    /// `POST /v1/conversation`, the host's own event stream.
+    Conversation,
+}
+
+/// Load benchmark: mock upstream vs. the same workload through gateway-host.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Concurrency levels, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    concurrency: Vec<usize>,
+    /// Measured turns per leg [default: max(2000, 20 × concurrency), at most 20000].
+    #[arg(long)]
+    turns: Option<u64>,
+    /// Upper bound on the measured part of each leg, seconds.
+    #[arg(long, default_value_t = 20.0)]
+    max_seconds: f64,
+    /// Upper bound on one turn, seconds (a slower turn is an error).
+    #[arg(long, default_value_t = 30.0)]
+    turn_timeout_secs: f64,
+    /// Skip the one unmeasured warm-up turn per worker.
+    #[arg(long)]
+    no_warmup: bool,
+    /// Content chunks (tokens) per upstream answer.
+    #[arg(long, default_value_t = 20)]
+    tokens: usize,
+    /// Text of one token.
+    #[arg(long, default_value = "word ")]
+    token_text: String,
+    /// Delay between tokens in the mock upstream, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    token_delay_ms: u64,
+    /// The gateway-host binary [default: target/release/gateway-host, built if missing].
+    #[arg(long, env = "GATEWAY_HOST_BIN")]
+    host_bin: Option<PathBuf>,
+    /// Host endpoint for the proxy leg.
+    #[arg(long, value_enum, default_value_t = HostEndpoint::ChatCompletions)]
+    host_endpoint: HostEndpoint,
+    /// Send the proxy leg to this OpenAI-compatible base URL (e.g. http://127.0.0.1:4000/v1)
+    /// instead of a spawned host; it must itself point at the printed mock upstream.
+    #[arg(long)]
+    proxy_url: Option<String>,
+    /// `model` to ask `--proxy-url` for.
+    #[arg(long, default_value = "bench")]
+    proxy_model: String,
+    /// Bearer token for `--proxy-url`.
+    #[arg(long, env = "BENCH_PROXY_API_KEY")]
+    proxy_api_key: Option<String>,
+    /// Seconds to wait after printing the upstream URL before the `--proxy-url` legs start.
+    #[arg(long, default_value_t = 0)]
+    proxy_wait_secs: u64,
+    /// OpenVoiceUI's voice prompt [default: <repo>/../shared/openvoiceui/prompts/voice-system-prompt.md].
+    #[arg(long)]
+    prompt: Option<PathBuf>,
+    /// `GATEWAY_MEMORY__MAX_MESSAGES` for the spawned hosts.
+    #[arg(long, default_value_t = 20)]
+    max_messages: usize,
+    /// Distinct sessions in the session-memory phase.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: u64,
+    /// Turns per session in the session-memory phase (2 stored messages each).
+    #[arg(long, default_value_t = 10)]
+    session_turns: u64,
+    /// Bytes per user message and per answer in the session-memory phase.
+    #[arg(long, default_value_t = 200)]
+    session_message_bytes: usize,
+    /// Concurrent sessions in the session-memory phase.
+    #[arg(long, default_value_t = 256)]
+    sessions_concurrency: usize,
+    /// Upper bound on the session-memory phase, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    sessions_max_seconds: f64,
+    /// Skip the session-memory phase.
+    #[arg(long)]
+    skip_sessions: bool,
+    /// Host starts to time (spawn → /healthz 200).
+    #[arg(long, default_value_t = 5)]
+    startup_runs: usize,
+    /// Tiny run for the test suite: concurrency 1,10, 60 turns per leg, no sessions phase,
+    /// one start-up sample.
+    #[arg(long)]
+    smoke: bool,
+}
+
+impl Args {
+    fn apply_smoke(&mut self) {
+        if self.smoke {
+            self.concurrency = vec![1, 10];
+            self.turns = Some(self.turns.unwrap_or(60));
+            self.skip_sessions = true;
+            self.startup_runs = self.startup_runs.min(1);
+            self.max_seconds = self.max_seconds.min(20.0);
+        }
+    }
+
+    fn turns_for(&self, concurrency: usize) -> u64 {
+        self.turns
+            .unwrap_or_else(|| (20 * concurrency as u64).clamp(2_000, 20_000))
+    }
+
+    fn prompt_path(&self) -> PathBuf {
+        self.prompt.clone().unwrap_or_else(|| {
+            host::workspace_root()
+                .join("..")
+                .join("shared")
+                .join("openvoiceui")
+                .join("prompts")
+                .join("voice-system-prompt.md")
+        })
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    args.apply_smoke();
+    if args.concurrency.is_empty() || args.concurrency.contains(&0) {
+        bail!("--concurrency needs positive numbers");
+    }
+    // 1000 workers need ~1000 fds for the client plus ~1000 for the mock upstream, and the
+    // spawned host inherits the limit for its own ~2000.
+    let nofile = rlimit::increase_nofile_limit(65_536).unwrap_or(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(run(args, nofile))
+}
+
+async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
+    println!("# gateway-host load benchmark\n");
+    println!("{}", report::machine_info());
+    println!("- command: `{}`", report::command_line());
+    println!("- open-file limit: {nofile}");
+
+    let prompt_path = args.prompt_path();
+    let voice_prompt = std::fs::read_to_string(&prompt_path).with_context(|| {
+        format!(
+            "reading the voice prompt {} (give another with --prompt)",
+            prompt_path.display()
+        )
+    })?;
+    let system_prompt: Arc<str> = host::host_system_prompt(&voice_prompt).into();
+    let answer = AnswerSpec {
+        tokens: args.tokens,
+        token_text: args.token_text.clone(),
+        token_delay: Duration::from_millis(args.token_delay_ms),
+    };
+    println!(
+        "- voice prompt: {} bytes ({} after stripping `#` lines, sent as the system message)",
+        voice_prompt.len(),
+        system_prompt.len()
+    );
+    println!(
+        "- upstream answer: {} tokens of {:?} ({} bytes), {} ms between tokens",
+        answer.tokens,
+        answer.token_text,
+        answer.answer().len(),
+        args.token_delay_ms
+    );
+    let upstream = MockUpstream::start(&answer).await?;
+    eprintln!("mock upstream: {}", upstream.base_url());
+
+    let mut total_errors = 0u64;
+    let mut total_turns = 0u64;
+    let mut summary = serde_json::Map::new();
+
+    // The spawned host, unless the proxy leg goes elsewhere.
+    let host_bin = match &args.proxy_url {
+        Some(_) => None,
+        None => Some(host::locate_or_build(args.host_bin.as_deref())?),
+    };
+    if let Some(bin) = &host_bin {
+        let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "- host binary: {} ({:.1} MiB)",
+            bin.display(),
+            size as f64 / 1024.0 / 1024.0
+        );
+    }
+    println!();
+
+    // Start-up time first, while the machine is quiet.
+    if let Some(bin) = &host_bin {
+        if args.startup_runs > 0 {
+            let workdir = Workdir::create("startup", &voice_prompt)?;
+            let spec = host_spec(bin, &upstream.base_url(), args.max_messages);
+            eprintln!("timing {} host start-ups", args.startup_runs);
+            let samples = host::measure_startup(&spec, &workdir, args.startup_runs).await?;
+            let mut ms: Vec<f64> = samples
+                .iter()
+                .map(|s| s.to_healthz.as_secs_f64() * 1000.0)
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            let best = ms.first().copied().unwrap_or(f64::NAN);
+            let median = ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN);
+            println!("## Start-up\n");
+            println!(
+                "Spawn to first `GET /healthz` 200 (polled every 1 ms), {} starts: best {best:.1} ms, median {median:.1} ms (all: {}).\n",
+                ms.len(),
+                ms.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(", ")
+            );
+            summary.insert("startup_ms".into(), json!({"best": best, "median": median}));
+        }
+    }
+
+    // The proxy target.
+    let main_workdir = match &host_bin {
+        Some(_) => Some(Workdir::create("main", &voice_prompt)?),
+        None => None,
+    };
+    let mut host_process = match (&host_bin, &main_workdir) {
+        (Some(bin), Some(workdir)) => {
+            let spec = host_spec(bin, &upstream.base_url(), args.max_messages);
+            let started = Instant::now();
+            let process = HostProcess::start(&spec, workdir).await?;
+            let idle = process.sample()?;
+            eprintln!(
+                "host pid {} ready at {} in {:.1} ms",
+                process.pid(),
+                process.base_url(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            println!("## Idle host\n");
+            println!(
+                "RSS right after ready: {:.1} MiB (peak so far {:.1} MiB).\n",
+                mib(idle.rss_kib),
+                mib(idle.hwm_kib)
+            );
+            summary.insert("idle_rss_mib".into(), json!(mib(idle.rss_kib)));
+            Some(process)
+        }
+        _ => None,
+    };
+    let (proxy_target, proxy_label) = match (&args.proxy_url, &host_process) {
+        (Some(url), _) => {
+            if args.proxy_wait_secs > 0 {
+                eprintln!(
+                    "point the proxy at {} ; starting in {} s",
+                    upstream.base_url(),
+                    args.proxy_wait_secs
+                );
+                tokio::time::sleep(Duration::from_secs(args.proxy_wait_secs)).await;
+            }
+            (
+                Target {
+                    url: format!("{}/chat/completions", url.trim_end_matches('/')),
+                    protocol: Protocol::ChatCompletions,
+                    model: args.proxy_model.clone(),
+                    system_prompt: Some(Arc::clone(&system_prompt)),
+                    api_key: args.proxy_api_key.clone(),
+                },
+                "via proxy",
+            )
+        }
+        (None, Some(process)) => {
+            let endpoint = choose_endpoint(
+                process.base_url(),
+                args.host_endpoint,
+                args.turn_timeout_secs,
+            )
+            .await?;
+            let target = match endpoint {
+                HostEndpoint::ChatCompletions => Target {
+                    url: format!("{}/v1/chat/completions", process.base_url()),
+                    protocol: Protocol::ChatCompletions,
+                    model: host::PROFILE_ID.to_owned(),
+                    system_prompt: None,
+                    api_key: None,
+                },
+                HostEndpoint::Conversation => Target {
+                    url: format!("{}/v1/conversation", process.base_url()),
+                    protocol: Protocol::Conversation,
+                    model: host::PROFILE_ID.to_owned(),
+                    system_prompt: None,
+                    api_key: None,
+                },
+            };
+            let name = match endpoint {
+                HostEndpoint::ChatCompletions => "chat-completions",
+                HostEndpoint::Conversation => "conversation",
+            };
+            println!(
+                "Proxy leg: the spawned host's `{}` endpoint (the host adds the voice prompt and session memory).\n",
+                target.url.trim_start_matches(process.base_url())
+            );
+            summary.insert("host_endpoint".into(), json!(name));
+            (target, "via host")
+        }
+        (None, None) => bail!("no proxy target: neither --proxy-url nor a spawned host"),
+    };
+    let direct_target = Target {
+        url: format!("{}/chat/completions", upstream.base_url()),
+        protocol: Protocol::ChatCompletions,
+        model: "bench-model".to_owned(),
+        system_prompt: Some(Arc::clone(&system_prompt)),
+        api_key: None,
+    };
+
+    println!("## Load\n");
+    println!(
+        "Per level: each leg runs the turns with that many concurrent workers (one warm-up turn per worker first, not measured: {}). \
+         TTFT = request sent → bytes holding the first non-empty content token. \
+         Added = via minus direct, of each percentile.\n",
+        !args.no_warmup
+    );
+    let mut levels = Vec::new();
+    for &concurrency in &args.concurrency {
+        let turns = args.turns_for(concurrency);
+        let leg = |name: &str| LegConfig {
+            name: name.to_owned(),
+            concurrency,
+            turns,
+            max_duration: Duration::from_secs_f64(args.max_seconds),
+            turn_timeout: Duration::from_secs_f64(args.turn_timeout_secs),
+            warmup: !args.no_warmup,
+        };
+        eprintln!("concurrency {concurrency}: direct leg, {turns} turns");
+        let direct = load::run_leg(&direct_target, &leg("direct")).await?;
+        eprintln!(
+            "  direct: {} ok, {} errors in {}",
+            direct.completed,
+            direct.errors,
+            report::secs(direct.elapsed)
+        );
+        eprintln!("concurrency {concurrency}: proxy leg, {turns} turns");
+        let before = match &host_process {
+            Some(p) => {
+                let reset = p.reset_peak_rss();
+                if !reset {
+                    eprintln!("  (could not reset VmHWM; peak RSS is the lifetime peak)");
+                }
+                Some(p.sample()?)
+            }
+            None => None,
+        };
+        let proxy = load::run_leg(&proxy_target, &leg("proxy")).await?;
+        let host_stats = match (&mut host_process, before) {
+            (Some(p), Some(before)) => {
+                p.ensure_alive()?;
+                let after = p.sample()?;
+                Some(leg_stats(
+                    before,
+                    after,
+                    &proxy,
+                    concurrency,
+                    !args.no_warmup,
+                ))
+            }
+            _ => None,
+        };
+        eprintln!(
+            "  proxy: {} ok, {} errors in {}",
+            proxy.completed,
+            proxy.errors,
+            report::secs(proxy.elapsed)
+        );
+        total_turns += direct.completed + proxy.completed;
+        total_errors += direct.errors + direct.warmup_errors + proxy.errors + proxy.warmup_errors;
+        let level = LevelReport {
+            concurrency,
+            turns,
+            direct,
+            proxy,
+            host: host_stats,
+        };
+        println!("{}", report::level_table(&level, proxy_label));
+        levels.push(level);
+    }
+    if let Some(p) = &host_process {
+        if !p.stderr_tail().is_empty() && total_errors > 0 {
+            eprintln!("host stderr (last lines):\n{}", p.stderr_tail());
+        }
+    }
+    println!("### Summary\n");
+    println!("{}", report::summary_table(&levels, proxy_label));
+    summary.insert(
+        "levels".into(),
+        json!(levels.iter().map(report::level_json).collect::<Vec<_>>()),
+    );
+    if let Some(p) = host_process.take() {
+        p.stop().await;
+    }
+    drop(main_workdir);
+
+    // Session memory, on a fresh host so its RSS is not mixed with the load legs'.
+    if let (Some(bin), false) = (&host_bin, args.skip_sessions) {
+        let result = sessions_phase(&args, bin, &voice_prompt).await?;
+        total_errors += result.errors;
+        summary.insert("sessions".into(), result.json);
+    }
+
+    summary.insert("turns".into(), json!(total_turns));
+    summary.insert("errors".into(), json!(total_errors));
+    println!("SUMMARY {}", serde_json::Value::Object(summary));
+    Ok(())
+}
+
+fn host_spec(bin: &std::path::Path, upstream: &str, max_messages: usize) -> HostSpec {
+    HostSpec {
+        bin: bin.to_path_buf(),
+        upstream_base_url: upstream.to_owned(),
+        max_messages,
+        extra_env: Vec::new(),
+    }
+}
+
+fn leg_stats(
+    before: ProcSample,
+    after: ProcSample,
+    leg: &load::LegResult,
+    concurrency: usize,
+    warmup: bool,
+) -> HostLegStats {
+    let warmup_turns = if warmup { concurrency as u64 } else { 0 };
+    HostLegStats {
+        peak_rss_mib: mib(after.hwm_kib.max(after.rss_kib)),
+        rss_after_mib: mib(after.rss_kib),
+        cpu_secs: (after.cpu_secs - before.cpu_secs).max(0.0),
+        turns: leg.issued() + warmup_turns,
+    }
+}
+
+/// Probes `/v1/chat/completions` with one turn; falls back to `/v1/conversation` (with a note)
+/// when the host does not offer it yet.
+async fn choose_endpoint(
+    base_url: &str,
+    wanted: HostEndpoint,
+    timeout_secs: f64,
+) -> anyhow::Result<HostEndpoint> {
+    if wanted == HostEndpoint::Conversation {
+        return Ok(wanted);
+    }
+    let client = load::client(1)?;
+    let target = Target {
+        url: format!("{base_url}/v1/chat/completions"),
+        protocol: Protocol::ChatCompletions,
+        model: host::PROFILE_ID.to_owned(),
+        system_prompt: None,
+        api_key: None,
+    };
+    let timeout = Duration::from_secs_f64(timeout_secs);
+    match load::run_turn(&client, &target, "bench-probe", "Hello?", timeout).await {
+        Ok(_) => Ok(HostEndpoint::ChatCompletions),
+        Err(kind) if kind == "HTTP 404" || kind == "HTTP 405" => {
+            println!(
+                "NOTE: the host answered {kind} on /v1/chat/completions: falling back to /v1/conversation.\n"
+            );
+            Ok(HostEndpoint::Conversation)
+        }
+        Err(kind) => bail!("probe turn through the host's /v1/chat/completions failed: {kind}"),
+    }
+}
+
+struct SessionsOutcome {
+    errors: u64,
+    json: serde_json::Value,
+}
+
+async fn sessions_phase(
+    args: &Args,
+    bin: &std::path::Path,
+    voice_prompt: &str,
+) -> anyhow::Result<SessionsOutcome> {
+    // Answers of the same size as the user messages: each stored message is ~N bytes.
+    let token_text = "memory ".to_owned();
+    let tokens = (args.session_message_bytes / token_text.len()).max(1);
+    let answer = AnswerSpec {
+        tokens,
+        token_text,
+        token_delay: Duration::ZERO,
+    };
+    let upstream = MockUpstream::start(&answer).await?;
+    let workdir = Workdir::create("sessions", voice_prompt)?;
+    let spec = host_spec(bin, &upstream.base_url(), args.max_messages);
+    let mut process = HostProcess::start(&spec, &workdir).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = process.sample()?;
+    let config = sessions::SessionsConfig {
+        sessions: args.sessions,
+        turns_per_session: args.session_turns,
+        message_bytes: args.session_message_bytes,
+        concurrency: args.sessions_concurrency,
+        max_duration: Duration::from_secs_f64(args.sessions_max_seconds),
+        turn_timeout: Duration::from_secs_f64(args.turn_timeout_secs),
+    };
+    eprintln!(
+        "sessions phase: {} sessions × {} turns, {} concurrent",
+        config.sessions, config.turns_per_session, config.concurrency
+    );
+    let result = sessions::run(process.base_url(), host::PROFILE_ID, &config).await?;
+    process.ensure_alive()?;
+    // Let freed request buffers settle before reading the resident size.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = process.sample()?;
+    let max_body = upstream.stats().max_body_bytes.load(Ordering::Relaxed);
+    let requests = upstream.stats().requests.load(Ordering::Relaxed);
+    if result.errors > 0 {
+        eprintln!("host stderr (last lines):\n{}", process.stderr_tail());
+    }
+    process.stop().await;
+
+    let grown_kib = after.rss_kib.saturating_sub(idle.rss_kib);
+    let per_session = if result.full_sessions > 0 {
+        grown_kib as f64 * 1024.0 / result.full_sessions as f64
+    } else {
+        f64::NAN
+    };
+    let stored = 2 * config.turns_per_session.min(args.max_messages as u64 / 2);
+    println!("## Session memory\n");
+    println!(
+        "A fresh host; {} sessions × {} turns through `/v1/conversation`, {} concurrent; user messages of {} bytes, answers of {} bytes, `GATEWAY_MEMORY__MAX_MESSAGES={}` (so each session should end holding {} messages).\n",
+        config.sessions,
+        config.turns_per_session,
+        config.concurrency,
+        config.message_bytes,
+        answer.answer().len(),
+        args.max_messages,
+        stored
+    );
+    println!("| metric | value |");
+    println!("| --- | ---: |");
+    println!("| full sessions | {} |", result.full_sessions);
+    println!("| turns completed | {} |", result.turns);
+    println!(
+        "| errors | {}{} |",
+        result.errors,
+        if result.error_kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", result.error_kinds.join("; "))
+        }
+    );
+    println!(
+        "| wall time | {}{} |",
+        report::secs(result.elapsed),
+        if result.hit_time_limit {
+            " (time limit reached)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "| turns/s | {:.0} |",
+        result.turns as f64 / result.elapsed.as_secs_f64().max(1e-9)
+    );
+    println!("| host RSS idle (MiB) | {:.1} |", mib(idle.rss_kib));
+    println!("| host RSS after (MiB) | {:.1} |", mib(after.rss_kib));
+    println!("| host peak RSS (MiB) | {:.1} |", mib(after.hwm_kib));
+    println!(
+        "| RSS growth per full session (bytes) | {:.0} |",
+        per_session
+    );
+    println!(
+        "| raw text per full session (bytes) | {} |",
+        stored * config.message_bytes as u64
+    );
+    println!("| upstream requests | {requests} |");
+    println!("| largest upstream request body (bytes) | {max_body} |");
+    println!();
+    Ok(SessionsOutcome {
+        errors: result.errors,
+        json: json!({
+            "sessions": result.full_sessions,
+            "turns": result.turns,
+            "errors": result.errors,
+            "idle_rss_mib": mib(idle.rss_kib),
+            "rss_after_mib": mib(after.rss_kib),
+            "bytes_per_session": if per_session.is_finite() { json!(per_session.round()) } else { serde_json::Value::Null },
+            "max_upstream_body_bytes": max_body,
+        }),
+    })
+}

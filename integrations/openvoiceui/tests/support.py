@@ -308,13 +308,23 @@ class HostProcess:
         try:
             first = lines.get(timeout=WAIT)
         except queue.Empty:
-            self.stop()
-            raise RuntimeError(f"gateway-host printed no listening line within {WAIT} s\n{self.logs()}")
+            self._fail(f"gateway-host printed no listening line within {WAIT} s")
         match = LISTEN_RE.search(first)
+        if not match and not first:
+            try:
+                code = self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            self._fail(f"gateway-host closed stdout without a listening line (exit status {code})")
         if not match:
-            self.stop()
-            raise RuntimeError(f"unexpected first stdout line {first!r} from gateway-host\n{self.logs()}")
+            self._fail(f"unexpected first stdout line {first!r} from gateway-host")
         self.url = match.group(1).rstrip("/")
+
+    def _fail(self, why):
+        self.stop(keep_logs=True)
+        logs = self.logs()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        raise RuntimeError(f"{why}\n{logs}")
 
     def logs(self):
         try:
@@ -327,7 +337,7 @@ class HostProcess:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(WAIT)
 
-    def stop(self):
+    def stop(self, keep_logs=False):
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -338,7 +348,8 @@ class HostProcess:
         if self.proc.stdout:
             self.proc.stdout.close()
         self._stderr.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not keep_logs:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def direct_ndjson(host_url, body, timeout=WAIT):

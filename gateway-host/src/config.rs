@@ -1,0 +1,325 @@
+//! Host configuration: built-in defaults < `gateway.toml` < `.env` < `GATEWAY_*` environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Provider};
+use serde::{Deserialize, Serialize};
+
+/// Default config file, read when present.
+pub const DEFAULT_CONFIG_FILE: &str = "gateway.toml";
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "GATEWAY_CONFIG";
+/// Prefix of environment overrides (`GATEWAY_BIND`, `GATEWAY_MEMORY__MAX_MESSAGES`, ...).
+pub const ENV_PREFIX: &str = "GATEWAY_";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be merged or deserialised.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A config file was named explicitly but does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Invalid(e.to_string())
+    }
+}
+
+/// The whole host configuration. Unknown top-level keys are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostConfig {
+    /// Address `serve` listens on (loopback by default).
+    pub bind: SocketAddr,
+    /// Directory of profile `*.json` files.
+    pub profiles_dir: PathBuf,
+    /// Directory holding `voice-system-prompt.md`.
+    pub prompts_dir: PathBuf,
+    /// Profile used when a request names none.
+    pub default_profile: String,
+    /// Session memory.
+    pub memory: MemoryConfig,
+    /// Host-wide upstream timeouts, passed to every instance unless it sets its own.
+    pub timeouts: TimeoutConfig,
+    /// Seconds of upstream silence before an SSE `: keep-alive` comment is sent.
+    pub keepalive_secs: u64,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Gateway instances by id: settings of a built-in kind instance (`[gateways.openai-compat]`)
+    /// or named instances (`[gateways.groq] kind = "openai-compat"`).
+    pub gateways: BTreeMap<String, GatewayConfig>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            profiles_dir: "profiles".into(),
+            prompts_dir: "prompts".into(),
+            default_profile: "default".into(),
+            memory: MemoryConfig::default(),
+            timeouts: TimeoutConfig::default(),
+            keepalive_secs: 15,
+            limits: LimitsConfig::default(),
+            gateways: BTreeMap::new(),
+        }
+    }
+}
+
+/// Session memory settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemoryConfig {
+    /// Store backend; only `memory` is built in today.
+    pub backend: String,
+    /// Messages sent and kept per session unless a profile sets `context.max_history_messages`.
+    pub max_messages: usize,
+    /// Most sessions held in memory.
+    pub max_sessions: u64,
+    /// Seconds after which an untouched session is forgotten.
+    pub idle_ttl_secs: u64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            backend: "memory".into(),
+            max_messages: gateway_core::DEFAULT_HISTORY,
+            max_sessions: 100_000,
+            idle_ttl_secs: 86_400,
+        }
+    }
+}
+
+/// Host-wide upstream timeouts in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TimeoutConfig {
+    /// TCP/TLS connect limit (`connect_timeout_ms`).
+    pub connect_ms: u64,
+    /// Limit until the first token (`first_token_timeout_ms`).
+    pub first_token_ms: u64,
+    /// Limit of silence inside a stream (`idle_timeout_ms`).
+    pub idle_ms: u64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            first_token_ms: 30_000,
+            idle_ms: 30_000,
+        }
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body (413 beyond).
+    pub max_body_bytes: usize,
+    /// Longest accepted user message in characters (400 beyond).
+    pub max_message_chars: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 65_536,
+            max_message_chars: 16_000,
+        }
+    }
+}
+
+/// One `[gateways.<id>]` table: the kind plus the kind's own settings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    /// Kind id; may be omitted when the table's id is itself a kind id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Everything else, handed to the kind's `build` as its settings object.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+impl HostConfig {
+    /// The standard figment: defaults < TOML file < `GATEWAY_*` environment (`__` nests).
+    pub fn figment(file: &Path) -> Figment {
+        Figment::from(Serialized::defaults(HostConfig::default()))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
+    }
+
+    /// Load from the standard sources. `explicit` (`--config`) beats `GATEWAY_CONFIG`, which
+    /// beats `gateway.toml`; an explicitly named file must exist, the default one is optional.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let from_env = std::env::var_os(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let named = explicit.map(Path::to_path_buf).or(from_env);
+        let file = match named {
+            Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path)),
+            Some(path) => path,
+            None => PathBuf::from(DEFAULT_CONFIG_FILE),
+        };
+        Self::from_provider(Self::figment(&file))
+    }
+
+    /// Extract and validate a config from any figment provider (tests inject values this way).
+    pub fn from_provider(provider: impl Provider) -> Result<Self, ConfigError> {
+        let config: HostConfig = Figment::from(provider).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check values that deserialise but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.memory.backend != "memory" {
+            return bad(format!(
+                "memory.backend '{}' is not available (built in: memory)",
+                self.memory.backend
+            ));
+        }
+        if self.memory.max_messages == 0 || self.memory.max_sessions == 0 {
+            return bad("memory.max_messages and memory.max_sessions must be > 0".into());
+        }
+        if self.limits.max_body_bytes == 0 || self.limits.max_message_chars == 0 {
+            return bad("limits must be > 0".into());
+        }
+        if self.keepalive_secs == 0 {
+            return bad("keepalive_secs must be > 0".into());
+        }
+        if !crate::profile::is_valid_id(&self.default_profile) {
+            return bad(format!(
+                "default_profile '{}' is not a valid profile id (a-z, 0-9, -)",
+                self.default_profile
+            ));
+        }
+        for id in self.gateways.keys() {
+            if !crate::profile::is_valid_id(id) {
+                return bad(format!("gateway id '{id}' is not valid (a-z, 0-9, -)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The config as JSON with every secret-looking key's value replaced by `"***"`.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        redact(&mut value);
+        value
+    }
+}
+
+/// True for keys whose values must never be shown.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["key", "token", "secret", "password", "authorization"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+/// Replace, recursively, the values of secret-looking keys by `"***"`.
+pub fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if is_secret_key(k) {
+                    *v = serde_json::Value::String("***".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn precedence_defaults_file_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "gateway.toml",
+                r#"
+                bind = "127.0.0.1:9000"
+                keepalive_secs = 5
+                [memory]
+                max_messages = 6
+                [gateways.groq]
+                kind = "openai-compat"
+                base_url = "http://x/v1"
+                api_key_env = "GROQ_API_KEY"
+                max_tokens = 100
+                "#,
+            )?;
+            jail.set_env("GATEWAY_KEEPALIVE_SECS", "7");
+            jail.set_env("GATEWAY_MEMORY__MAX_SESSIONS", "9");
+            jail.set_env("GATEWAY_CONFIG", "gateway.toml");
+            let c = HostConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.bind.port(), 9000);
+            assert_eq!(c.keepalive_secs, 7);
+            assert_eq!(c.memory.max_messages, 6);
+            assert_eq!(c.memory.max_sessions, 9);
+            assert_eq!(c.timeouts.connect_ms, 5000);
+            let groq = &c.gateways["groq"];
+            assert_eq!(groq.kind.as_deref(), Some("openai-compat"));
+            assert_eq!(groq.settings["max_tokens"], 100);
+            assert!(!groq.settings.contains_key("kind"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn explicit_missing_file_and_bad_backend_are_errors() {
+        Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_CONFIG", "nope.toml");
+            assert!(matches!(
+                HostConfig::load(None),
+                Err(ConfigError::MissingFile(_))
+            ));
+            jail.clear_env();
+            assert!(HostConfig::load(None).is_ok());
+            jail.set_env("GATEWAY_MEMORY__BACKEND", "etcd");
+            let err = HostConfig::load(None).unwrap_err().to_string();
+            assert!(err.contains("etcd"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redacts_secret_keys() {
+        let mut c = HostConfig::default();
+        let mut settings = serde_json::Map::new();
+        settings.insert("api_key".into(), "sk-secret".into());
+        settings.insert("model".into(), "m".into());
+        settings.insert(
+            "headers".into(),
+            serde_json::json!({"Authorization": "Bearer x"}),
+        );
+        c.gateways.insert(
+            "x".into(),
+            GatewayConfig {
+                kind: Some("k".into()),
+                settings,
+            },
+        );
+        let text = c.redacted().to_string();
+        assert!(!text.contains("sk-secret") && !text.contains("Bearer"));
+        assert!(text.contains("\"model\":\"m\""));
+    }
+}

@@ -1,0 +1,170 @@
+//! Prometheus metrics: requests, errors by cause, time to first token, streams in flight.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    profile: String,
+    gateway: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    gateway: String,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GatewayLabels {
+    gateway: String,
+}
+
+type HistogramFamily = Family<GatewayLabels, Histogram, fn() -> Histogram>;
+
+fn ttft_histogram() -> Histogram {
+    Histogram::new([
+        0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+    ])
+}
+
+/// The host's metrics. Label values come from configured ids only (never raw request input).
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    ttft: HistogramFamily,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gateway_host");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let ttft: HistogramFamily = Family::new_with_constructor(ttft_histogram);
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests",
+            "Conversation turns started, by profile and gateway",
+            requests.clone(),
+        );
+        registry.register(
+            "errors",
+            "Failed turns and rejected requests, by gateway and cause",
+            errors.clone(),
+        );
+        registry.register(
+            "ttft_seconds",
+            "Time from request start to the first token, by gateway",
+            ttft.clone(),
+        );
+        registry.register(
+            "in_flight_streams",
+            "Response streams currently open",
+            in_flight.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            errors,
+            ttft,
+            in_flight,
+        }
+    }
+
+    /// Count a started turn.
+    pub fn request(&self, profile: &str, gateway: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                profile: profile.into(),
+                gateway: gateway.into(),
+            })
+            .inc();
+    }
+
+    /// Count an error (`cause` from `GatewayError::cause` or a request error code).
+    pub fn error(&self, gateway: &str, cause: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                gateway: gateway.into(),
+                cause: cause.into(),
+            })
+            .inc();
+    }
+
+    /// Record a time to first token.
+    pub fn ttft(&self, gateway: &str, ttft: Duration) {
+        self.ttft
+            .get_or_create(&GatewayLabels {
+                gateway: gateway.into(),
+            })
+            .observe(ttft.as_secs_f64());
+    }
+
+    /// A guard counting one open stream until dropped.
+    pub fn stream_open(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.request("default", "openai-compat");
+        m.error("openai-compat", "http_429");
+        m.ttft("openai-compat", Duration::from_millis(120));
+        let guard = m.stream_open();
+        let text = m.render();
+        assert!(text.contains(
+            r#"gateway_host_requests_total{profile="default",gateway="openai-compat"} 1"#
+        ));
+        assert!(text.contains(r#"cause="http_429""#));
+        assert!(text.contains("gateway_host_ttft_seconds_bucket"));
+        assert!(text.contains("gateway_host_in_flight_streams 1"));
+        drop(guard);
+        assert!(m.render().contains("gateway_host_in_flight_streams 0"));
+    }
+}

@@ -1,0 +1,189 @@
+//! The start-up report shared by `gateway-host check` and `serve`'s start-up log.
+
+use std::fmt::Write as _;
+
+use crate::prompt::PromptStatus;
+use crate::state::AppState;
+
+/// Severity of a report line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Fine.
+    Ok,
+    /// Works, but something is off (e.g. an unconfigured gateway no profile uses).
+    Warning,
+    /// Broken: `check` exits non-zero.
+    Problem,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Section: `gateway`, `profile`, `prompt`.
+    pub section: &'static str,
+    /// Severity.
+    pub level: Level,
+    /// Subject (instance id, profile file name, prompt path).
+    pub subject: String,
+    /// What was found, never a secret.
+    pub detail: String,
+}
+
+/// Everything `check` reports about a loaded state.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// All findings, in section order.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Inspect instances, profiles and the prompt file. An unconfigured gateway is a problem
+    /// only when a profile uses it; otherwise a warning.
+    pub fn of(state: &AppState) -> Self {
+        let mut findings = Vec::new();
+        let mut push = |section, level, subject: &str, detail: String| {
+            findings.push(Finding {
+                section,
+                level,
+                subject: subject.to_string(),
+                detail,
+            })
+        };
+        let used_by = |id: &str| {
+            state
+                .profiles()
+                .iter()
+                .filter(|p| p.gateway_id == id || p.fallback_gateway_ids.iter().any(|f| f == id))
+                .map(|p| p.id.clone())
+                .collect::<Vec<_>>()
+        };
+        for g in state.instances().iter() {
+            let users = used_by(g.id());
+            let model = g.default_model().unwrap_or("-");
+            match g.is_configured() {
+                Ok(()) => push(
+                    "gateway",
+                    Level::Ok,
+                    g.id(),
+                    format!("kind {}, configured, default model {model}", g.kind()),
+                ),
+                Err(e) if users.is_empty() => push(
+                    "gateway",
+                    Level::Warning,
+                    g.id(),
+                    format!("kind {}: {e} (no profile uses it)", g.kind()),
+                ),
+                Err(e) => push(
+                    "gateway",
+                    Level::Problem,
+                    g.id(),
+                    format!("kind {}: {e} (used by {})", g.kind(), users.join(", ")),
+                ),
+            }
+        }
+        for (id, f) in state.instances().failures() {
+            push(
+                "gateway",
+                Level::Problem,
+                id,
+                format!("kind {}: {}", f.kind, f.reason),
+            );
+        }
+        for p in state.profiles().iter() {
+            push(
+                "profile",
+                Level::Ok,
+                &p.file,
+                format!("id {}, gateway {}", p.id, p.gateway_id),
+            );
+        }
+        for problem in state.profiles().problems() {
+            push(
+                "profile",
+                Level::Problem,
+                &problem.file,
+                problem.error.to_string(),
+            );
+        }
+        let default = &state.config().default_profile;
+        if state.profiles().get(default).is_none() {
+            push(
+                "profile",
+                Level::Warning,
+                default,
+                "default_profile is not loaded: requests without `profile` get 404".into(),
+            );
+        }
+        let path = state
+            .prompts()
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(none)".into());
+        match state.prompts().refresh() {
+            PromptStatus::Loaded(bytes) => push(
+                "prompt",
+                Level::Ok,
+                &path,
+                format!("{bytes} bytes after stripping # lines"),
+            ),
+            PromptStatus::Missing => push(
+                "prompt",
+                Level::Warning,
+                &path,
+                "missing: profile prompts are used alone".into(),
+            ),
+            PromptStatus::Disabled => {
+                push("prompt", Level::Ok, &path, "no prompts directory".into())
+            }
+        }
+        Self { findings }
+    }
+
+    /// True when any finding is a problem.
+    pub fn has_problems(&self) -> bool {
+        self.findings.iter().any(|f| f.level == Level::Problem)
+    }
+
+    /// Human-readable text, one finding per line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut section = "";
+        for f in &self.findings {
+            if f.section != section {
+                section = f.section;
+                let _ = writeln!(out, "{section}s:");
+            }
+            let level = match f.level {
+                Level::Ok => "ok",
+                Level::Warning => "warning",
+                Level::Problem => "PROBLEM",
+            };
+            let _ = writeln!(out, "  {level:<8} {}: {}", f.subject, f.detail);
+        }
+        let count = |l| self.findings.iter().filter(|f| f.level == l).count();
+        let _ = writeln!(
+            out,
+            "{} problem(s), {} warning(s)",
+            count(Level::Problem),
+            count(Level::Warning)
+        );
+        out
+    }
+
+    /// Log every warning and problem (start-up of `serve`).
+    pub fn log(&self) {
+        for f in &self.findings {
+            match f.level {
+                Level::Ok => {
+                    tracing::debug!(section = f.section, subject = %f.subject, "{}", f.detail)
+                }
+                Level::Warning => {
+                    tracing::warn!(section = f.section, subject = %f.subject, "{}", f.detail)
+                }
+                Level::Problem => {
+                    tracing::error!(section = f.section, subject = %f.subject, "{}", f.detail)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The turn pipeline: profile → instance, messages = system prompt + history + user message,
+//! the gateway stream made well-formed, timing and gateway filled in, memory stored on success.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, Stream, StreamExt};
+use gateway_core::{
+    CancellationToken, ChatMessage, Event, EventStream, Gateway, StoreError, Timing, Turn,
+};
+use serde::Deserialize;
+
+use crate::metrics::InFlight;
+use crate::profile::{is_valid_id, Profile};
+use crate::state::AppState;
+
+/// Longest accepted session key.
+pub const MAX_SESSION_KEY_LEN: usize = 128;
+
+/// True for session keys of 1–128 characters from `A-Za-z0-9._:-`.
+pub fn is_valid_session_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_SESSION_KEY_LEN
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The body of `POST /v1/conversation`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TurnRequest {
+    /// Profile id; the configured `default_profile` when absent.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// The user's message.
+    pub message: String,
+    /// Session for memory; the profile's `sessionKey` when absent.
+    #[serde(default)]
+    pub session_key: Option<String>,
+    /// Agent id passed through to the gateway.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// `"default"`/absent: file + profile prompt; `"none"`: no system message; else used as is.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+}
+
+/// Why a turn could not start. Messages are fit for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    /// The request is invalid (empty message, bad profile id or session key, ...).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No profile with this id.
+    #[error("unknown profile '{0}'")]
+    UnknownProfile(String),
+    /// The profile's gateway cannot serve (missing key, failed build).
+    #[error("{message}")]
+    GatewayUnavailable {
+        /// Instance id.
+        gateway: String,
+        /// Why, naming the missing variable but never a value.
+        message: String,
+    },
+    /// The session store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl TurnError {
+    /// Stable error code for clients and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TurnError::BadRequest(_) => "bad_request",
+            TurnError::UnknownProfile(_) => "unknown_profile",
+            TurnError::GatewayUnavailable { .. } => "gateway_unavailable",
+            TurnError::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+/// The events of a started turn: well-formed, ending with exactly one `text_done` or `error`.
+/// Dropping it cancels the upstream at once.
+pub type TurnEvents = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+/// A turn that passed validation.
+pub struct StartedTurn {
+    /// The profile that answers.
+    pub profile: Arc<Profile>,
+    /// The gateway instance id.
+    pub gateway: String,
+    /// The event stream.
+    pub events: TurnEvents,
+}
+
+/// Validate a request and start its turn. `started` is when the request arrived.
+pub async fn start(
+    state: &AppState,
+    request: TurnRequest,
+    started: Instant,
+) -> Result<StartedTurn, TurnError> {
+    let result = prepare(state, request, started).await;
+    if let Err(e) = &result {
+        state.metrics().error("", e.code());
+    }
+    result
+}
+
+async fn prepare(
+    state: &AppState,
+    request: TurnRequest,
+    started: Instant,
+) -> Result<StartedTurn, TurnError> {
+    let config = state.config();
+    let message = request.message;
+    if message.trim().is_empty() {
+        return Err(TurnError::BadRequest("message must not be empty".into()));
+    }
+    let chars = message.chars().count();
+    if chars > config.limits.max_message_chars {
+        return Err(TurnError::BadRequest(format!(
+            "message is {chars} characters long; the limit is {}",
+            config.limits.max_message_chars
+        )));
+    }
+    let profile_id = request
+        .profile
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| config.default_profile.clone());
+    if !is_valid_id(&profile_id) {
+        return Err(TurnError::BadRequest(
+            "invalid profile id (expected 1-64 of a-z, 0-9, -)".into(),
+        ));
+    }
+    let profile = state
+        .profiles()
+        .get(&profile_id)
+        .cloned()
+        .ok_or(TurnError::UnknownProfile(profile_id))?;
+    let gateway = gateway_for(state, &profile)?;
+    let session_key = request
+        .session_key
+        .filter(|k| !k.is_empty())
+        .or_else(|| profile.session_key.clone());
+    if let Some(key) = &session_key {
+        if !is_valid_session_key(key) {
+            return Err(TurnError::BadRequest(format!(
+                "invalid session key (expected 1-{MAX_SESSION_KEY_LEN} of A-Z, a-z, 0-9, . _ : -)"
+            )));
+        }
+    }
+    let history_limit = profile
+        .max_history_messages
+        .unwrap_or(config.memory.max_messages);
+    let history = match &session_key {
+        Some(key) => state.store().history(key, history_limit).await?,
+        None => Vec::new(),
+    };
+    let system = match request.system_prompt.as_deref() {
+        None | Some("default") => state
+            .prompts()
+            .system_prompt(&profile.id, profile.system_prompt.as_deref().unwrap_or("")),
+        Some("none") => None,
+        Some(custom) if custom.trim().is_empty() => None,
+        Some(custom) => Some(custom.into()),
+    };
+    let user: Arc<str> = message.into();
+    let mut messages = Vec::with_capacity(history.len() + 2);
+    messages.extend(system.map(ChatMessage::system));
+    messages.extend(history);
+    messages.push(ChatMessage::user(user.clone()));
+
+    let cancel = CancellationToken::new();
+    let turn = Turn {
+        messages,
+        model: profile.model.clone(),
+        max_tokens: profile.max_tokens,
+        temperature: profile.temperature,
+        session_key: session_key.clone(),
+        agent_id: request.agent_id,
+        cancel: cancel.clone(),
+    };
+    let gateway_id = gateway.id().to_string();
+    let metrics_state = state.clone();
+    state.metrics().request(&profile.id, &gateway_id);
+    tracing::debug!(profile = %profile.id, gateway = %gateway_id, "turn started");
+
+    let saw_error = Arc::new(AtomicBool::new(false));
+    let upstream = {
+        let saw_error = saw_error.clone();
+        let gateway_id = gateway_id.clone();
+        stream::once(async move {
+            match gateway.stream(turn).await {
+                Ok(s) => s,
+                Err(e) => Box::pin(stream::iter([Err(e)])) as EventStream,
+            }
+        })
+        .flatten()
+        .inspect(move |item| {
+            if let Err(e) = item {
+                saw_error.store(true, Ordering::Relaxed);
+                metrics_state.metrics().error(&gateway_id, &e.cause());
+                tracing::info!(gateway = %gateway_id, cause = %e.cause(), error = %e, "turn failed");
+            }
+        })
+    };
+    let finished = gateway_core::stream::finish(Box::pin(upstream));
+    let tail = Tail {
+        state: state.clone(),
+        gateway: gateway_id.clone(),
+        session_key,
+        user,
+        history_limit,
+        started,
+        ttft: None,
+        done: false,
+        saw_error,
+        cancel,
+        _in_flight: state.metrics().stream_open(),
+    };
+    let events = stream::unfold(Some((Box::pin(finished), tail)), |st| async move {
+        let (mut events, mut tail) = st?;
+        let event = events.next().await?;
+        let out = tail.process(event).await;
+        Some((out, Some((events, tail))))
+    })
+    .flat_map(stream::iter);
+    Ok(StartedTurn {
+        profile,
+        gateway: gateway_id,
+        events: Box::pin(events),
+    })
+}
+
+fn gateway_for(state: &AppState, profile: &Profile) -> Result<Arc<dyn Gateway>, TurnError> {
+    let id = &profile.gateway_id;
+    let Some(gateway) = state.instances().get(id) else {
+        let message = match state.instances().failure(id) {
+            Some(f) => format!("gateway '{id}' is not available: {}", f.reason),
+            None => format!("gateway '{id}' is not available"),
+        };
+        return Err(TurnError::GatewayUnavailable {
+            gateway: id.clone(),
+            message,
+        });
+    };
+    gateway
+        .is_configured()
+        .map_err(|e| TurnError::GatewayUnavailable {
+            gateway: id.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(gateway.clone())
+}
+
+/// Per-turn bookkeeping; dropping it (client gone) cancels the upstream.
+struct Tail {
+    state: AppState,
+    gateway: String,
+    session_key: Option<String>,
+    user: Arc<str>,
+    history_limit: usize,
+    started: Instant,
+    ttft: Option<Duration>,
+    done: bool,
+    saw_error: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    _in_flight: InFlight,
+}
+
+impl Tail {
+    fn first_token(&mut self) -> Duration {
+        if let Some(t) = self.ttft {
+            return t;
+        }
+        let t = self.started.elapsed();
+        self.ttft = Some(t);
+        self.state.metrics().ttft(&self.gateway, t);
+        t
+    }
+
+    fn handshake(&mut self) -> Event {
+        let ms = self.first_token().as_millis() as u64;
+        Event::Handshake {
+            ms,
+            gateway: Some(self.gateway.clone()),
+        }
+    }
+
+    async fn process(&mut self, event: Event) -> Vec<Event> {
+        match event {
+            Event::Handshake { .. } => {
+                if self.ttft.is_some() {
+                    return Vec::new();
+                }
+                vec![self.handshake()]
+            }
+            event @ (Event::Delta { .. } | Event::Sentence { .. }) if self.ttft.is_none() => {
+                vec![self.handshake(), event]
+            }
+            Event::TextDone {
+                response,
+                actions,
+                usage,
+                interrupted,
+                ..
+            } => {
+                self.done = true;
+                let timing = Timing {
+                    ttft_ms: self.ttft.map(|t| t.as_millis() as u64),
+                    total_ms: self.started.elapsed().as_millis() as u64,
+                };
+                self.remember(&response).await;
+                tracing::debug!(gateway = %self.gateway, ttft_ms = ?timing.ttft_ms,
+                    total_ms = timing.total_ms, "turn done");
+                vec![Event::TextDone {
+                    response,
+                    actions,
+                    timing: Some(timing),
+                    usage,
+                    interrupted,
+                }]
+            }
+            Event::Error { .. } => {
+                self.done = true;
+                if !self.saw_error.load(Ordering::Relaxed) {
+                    self.state.metrics().error(&self.gateway, "stream_error");
+                }
+                vec![event]
+            }
+            other => vec![other],
+        }
+    }
+
+    async fn remember(&self, response: &str) {
+        let Some(key) = &self.session_key else {
+            return;
+        };
+        let mut messages = vec![ChatMessage::user(self.user.clone())];
+        if !response.trim().is_empty() {
+            messages.push(ChatMessage::assistant(response));
+        }
+        if let Err(e) = self
+            .state
+            .store()
+            .append(key, messages, self.history_limit)
+            .await
+        {
+            tracing::warn!(error = %e, "could not store the turn in session memory");
+        }
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if !self.done {
+            self.state
+                .metrics()
+                .error(&self.gateway, "client_disconnected");
+            tracing::debug!(gateway = %self.gateway, "client went away; upstream cancelled");
+        }
+    }
+}

@@ -76,7 +76,12 @@ impl CompletionDecoder {
             return Err(GatewayError::Truncated);
         }
         self.sse.finish();
-        let deltas = if self.done { Vec::new() } else { self.drain()? };
+        let deltas = match self.drain() {
+            Ok(deltas) => deltas,
+            // A last event cut off after the finish reason loses nothing spoken.
+            Err(GatewayError::Truncated) if self.finish_reason.is_some() => Vec::new(),
+            Err(error) => return Err(error),
+        };
         if self.done || self.finish_reason.is_some() {
             return Ok((deltas, self.completion()));
         }
@@ -422,6 +427,8 @@ mod tests {
         let cut_mid_line = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"cho";
         assert_eq!(run(cut_mid_line.as_bytes()), Err(GatewayError::Truncated));
         assert_eq!(run(b""), Err(GatewayError::Truncated));
+        let cut_after_finish = format!("{finished}data: {{\"choices\":[],\"usa");
+        assert_eq!(run(cut_after_finish.as_bytes()).unwrap().0, "a");
     }
 
     #[test]

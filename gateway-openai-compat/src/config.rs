@@ -214,6 +214,12 @@ impl OpenAiCompatConfig {
             .as_deref()
             .and_then(|var| instance.env.get(var));
         let from_prefix = prefix_var.as_deref().and_then(|var| instance.env.get(var));
+        if settings.api_key.is_some() && from_named.is_none() && from_prefix.is_none() {
+            tracing::warn!(
+                gateway = %instance.id,
+                "the API key is written in the settings table; prefer api_key_env"
+            );
+        }
         config.api_key = from_named
             .or(from_prefix)
             .map(str::to_string)

@@ -167,7 +167,12 @@ class Gateway(GatewayBase):
             return False
         return p.scheme in ("http", "https") and bool(p.hostname)
 
-    def check_health(self) -> dict:
+    def check_health(self) -> tuple:
+        """OpenVoiceUI's health contract: ``(healthy, latency_ms)`` from ``GET {url}/healthz``."""
+        report = self.health_report()
+        return (report["healthy"], report["latency_ms"])
+
+    def health_report(self) -> dict:
         """Probe ``GET {url}/healthz``: ``{"healthy", "latency_ms"[, "error"]}``."""
         if not self.is_configured():
             return {"healthy": False, "latency_ms": None,

@@ -178,7 +178,7 @@ class RealHost(RealHostCase):
         self.assertNotIn("text_done", [e["type"] for e in events])
 
     def test_health_check(self):
-        health = self.gateway().check_health()
+        health = self.gateway().health_report()
         self.assertTrue(health["healthy"], health)
         self.assertIsInstance(health["latency_ms"], float)
         self.assertLess(health["latency_ms"], 2000)
@@ -208,7 +208,7 @@ class KilledHost(RealHostCase):
         self.assertIn(self.host.url, events[-1]["error"])
         self.assertEqual("".join(e["text"] for e in events if e["type"] == "delta"), "Partial")
 
-        health = g.check_health()
+        health = g.health_report()
         self.assertFalse(health["healthy"])
         events = run_turn(g, "anyone there?", "k")
         self.assertEqual([e["type"] for e in events], ["error"])

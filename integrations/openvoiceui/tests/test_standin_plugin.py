@@ -275,20 +275,29 @@ class HealthAndReset(StandInCase):
     def test_healthy(self):
         self.host.responder = lambda req: [http_head(200, "OK", "application/json"),
                                            b'{"status":"ok"}']
-        health = Gateway(url=self.host.url).check_health()
+        health = Gateway(url=self.host.url).health_report()
         self.assertTrue(health["healthy"], health)
         self.assertIsInstance(health["latency_ms"], float)
         self.assertEqual([r.path for r in self.host.requests], ["/healthz"])
 
+    def test_check_health_is_openvoiceuis_tuple(self):
+        self.host.responder = lambda req: [http_head(200, "OK", "application/json"),
+                                           b'{"status":"ok"}']
+        healthy, latency_ms = Gateway(url=self.host.url).check_health()
+        self.assertIs(healthy, True)
+        self.assertIsInstance(latency_ms, float)
+        down = Gateway(url=f"http://127.0.0.1:{support.unused_port()}").check_health()
+        self.assertEqual(down, (False, None))
+
     def test_unhealthy_status(self):
         self.host.responder = lambda req: [http_head(503, "Unavailable", "application/json"), b"{}"]
-        health = Gateway(url=self.host.url).check_health()
+        health = Gateway(url=self.host.url).health_report()
         self.assertFalse(health["healthy"])
         self.assertIn("HTTP 503", health["error"])
 
     def test_host_down(self):
         url = f"http://127.0.0.1:{support.unused_port()}"
-        health = Gateway(url=url).check_health()
+        health = Gateway(url=url).health_report()
         self.assertFalse(health["healthy"])
         self.assertIsNone(health["latency_ms"])
         self.assertIn(url, health["error"])
@@ -296,7 +305,7 @@ class HealthAndReset(StandInCase):
     def test_health_probe_times_out_quickly(self):
         hold = self.host.hold()
         self.host.responder = lambda req: [hold]
-        health = Gateway(url=self.host.url).check_health()
+        health = Gateway(url=self.host.url).health_report()
         self.assertFalse(health["healthy"])
         self.assertIn("timed out", health["error"])
 

@@ -257,16 +257,16 @@ pub async fn gateways_json(state: &AppState) -> serde_json::Value {
         let health = match &configured {
             Ok(()) => tokio::time::timeout(HEALTH_TIMEOUT, g.health())
                 .await
-                .map(|h| h.healthy)
-                .unwrap_or(false),
-            Err(_) => false,
+                .unwrap_or_else(|_| gateway_core::Health::down("health probe timed out")),
+            Err(e) => gateway_core::Health::down(e.to_string()),
         };
         json!({
             "id": g.id(),
             "kind": g.kind(),
             "configured": configured.is_ok(),
             "reason": configured.err().map(|e| e.to_string()),
-            "healthy": health,
+            "healthy": health.healthy,
+            "latency_ms": health.latency_ms,
             "capabilities": g.capabilities(),
             "default_model": g.default_model(),
         })
@@ -275,7 +275,7 @@ pub async fn gateways_json(state: &AppState) -> serde_json::Value {
     list.extend(state.instances().failures().map(|(id, f)| {
         json!({
             "id": id, "kind": f.kind, "configured": false, "reason": f.reason,
-            "healthy": false, "capabilities": [], "default_model": null,
+            "healthy": false, "latency_ms": null, "capabilities": [], "default_model": null,
         })
     }));
     json!({ "gateways": list })

@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use axum::body::Body;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use gateway_core::{Env, Registry};
@@ -82,6 +82,10 @@ async fn serve_on_loopback(router: Router) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+async fn models() -> Json<Value> {
+    Json(json!({"object": "list", "data": [{"id": "demo-model", "object": "model"}]}))
+}
+
 /// The demo's built-in profile.
 pub fn demo_profile() -> Profile {
     let raw = json!({
@@ -120,8 +124,12 @@ pub fn demo_state(upstream: SocketAddr) -> anyhow::Result<AppState> {
 
 /// Run the demo, printing to stdout.
 pub async fn run() -> anyhow::Result<ExitCode> {
-    let upstream =
-        serve_on_loopback(Router::new().route("/v1/chat/completions", post(completions))).await?;
+    let upstream = serve_on_loopback(
+        Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .route("/v1/models", get(models)),
+    )
+    .await?;
     let state = demo_state(upstream)?;
     let host = serve_on_loopback(crate::api::app(state.clone())).await?;
     println!("demo upstream on http://{upstream}, host on http://{host}");

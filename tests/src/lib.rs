@@ -1,1 +1,477 @@
-//! End-to-end tests of the gateway host.
+//! End-to-end test harness of the gateway host: a scriptable OpenAI-compatible mock upstream
+//! on 127.0.0.1 and a real host (`gateway_host::app`) served on 127.0.0.1 in front of it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use figment::providers::Serialized;
+use figment::Figment;
+use gateway_core::{Env, Registry};
+use gateway_host::{AppState, HostConfig};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, Notify};
+
+/// The fake API key the harness configures; tests assert it never leaks.
+pub const TEST_KEY: &str = "sk-test-SECRET-9f8e7d6c";
+
+/// How the mock answers one request.
+pub enum Reply {
+    /// Stream these tokens, then `finish_reason: stop` and `[DONE]`.
+    Tokens(Vec<String>),
+    /// Stream `first`, then wait for `release`; report on `closed` when the host drops the
+    /// connection before release.
+    Hold {
+        /// Tokens sent at once.
+        first: Vec<String>,
+        /// Notified to finish the answer.
+        release: Arc<Notify>,
+        /// Fires when the response body is dropped unfinished (client closed).
+        closed: oneshot::Sender<()>,
+    },
+    /// Answer with this HTTP status and body.
+    Status(u16, String),
+}
+
+impl Reply {
+    /// `Reply::Tokens` from string slices.
+    pub fn tokens(tokens: &[&str]) -> Self {
+        Reply::Tokens(tokens.iter().map(|t| t.to_string()).collect())
+    }
+}
+
+#[derive(Default)]
+struct MockState {
+    requests: Mutex<Vec<Value>>,
+    headers: Mutex<Vec<axum::http::HeaderMap>>,
+    script: Mutex<VecDeque<Reply>>,
+}
+
+/// A scripted OpenAI-compatible upstream that records every request body.
+#[derive(Clone)]
+pub struct MockUpstream {
+    /// Listening address.
+    pub addr: SocketAddr,
+    state: Arc<MockState>,
+}
+
+fn chunk(delta: Value, finish: Option<&str>) -> String {
+    let body = json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
+        "model": "mock-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    });
+    format!("data: {body}\n\n")
+}
+
+fn token_chunks(tokens: &[String]) -> Vec<String> {
+    tokens
+        .iter()
+        .map(|t| chunk(json!({"content": t}), None))
+        .collect()
+}
+
+fn end_chunks() -> Vec<String> {
+    vec![chunk(json!({}), Some("stop")), "data: [DONE]\n\n".into()]
+}
+
+/// Sends on drop unless disarmed.
+struct ClosedGuard(Option<oneshot::Sender<()>>);
+
+impl Drop for ClosedGuard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn sse(body: Body) -> Response {
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+}
+
+async fn completions(
+    State(state): State<Arc<MockState>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.requests.lock().push(body);
+    state.headers.lock().push(headers);
+    let reply = state
+        .script
+        .lock()
+        .pop_front()
+        .unwrap_or_else(|| Reply::tokens(&["Hello", " there", "."]));
+    match reply {
+        Reply::Tokens(tokens) => {
+            let mut pieces = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+            pieces.extend(token_chunks(&tokens));
+            pieces.extend(end_chunks());
+            sse(Body::from(pieces.concat()))
+        }
+        Reply::Hold {
+            first,
+            release,
+            closed,
+        } => {
+            let first = token_chunks(&first).concat();
+            let guard = ClosedGuard(Some(closed));
+            let body = futures::stream::unfold((0u8, guard), move |(step, mut guard)| {
+                let release = release.clone();
+                let first = first.clone();
+                async move {
+                    let piece = match step {
+                        0 => first,
+                        1 => {
+                            release.notified().await;
+                            guard.0 = None; // finished normally: not a client close
+                            end_chunks().concat()
+                        }
+                        _ => return None,
+                    };
+                    Some((Ok::<_, std::convert::Infallible>(piece), (step + 1, guard)))
+                }
+            });
+            sse(Body::from_stream(body))
+        }
+        Reply::Status(status, body) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+    }
+}
+
+async fn models() -> Json<Value> {
+    Json(json!({"object": "list", "data": [{"id": "mock-model", "object": "model"}]}))
+}
+
+impl MockUpstream {
+    /// Start on 127.0.0.1:0.
+    pub async fn start() -> Self {
+        let state = Arc::new(MockState::default());
+        let router = Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .route("/v1/models", get(models))
+            .with_state(state.clone());
+        let addr = serve(router).await;
+        Self { addr, state }
+    }
+
+    /// `http://addr/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queue the reply to the next unscripted request.
+    pub fn push(&self, reply: Reply) {
+        self.state.script.lock().push_back(reply);
+    }
+
+    /// Every request body received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        self.state.requests.lock().clone()
+    }
+
+    /// The last request body.
+    pub fn last_request(&self) -> Value {
+        self.requests()
+            .last()
+            .cloned()
+            .expect("the mock received no request")
+    }
+
+    /// Headers of every request received so far.
+    pub fn request_headers(&self) -> Vec<axum::http::HeaderMap> {
+        self.state.headers.lock().clone()
+    }
+}
+
+/// Serve a router on 127.0.0.1:0 in the background; returns the address.
+pub async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
+}
+
+/// A profile JSON in OpenVoiceUI format using the built-in `openai-compat` instance.
+pub fn profile(id: &str) -> Value {
+    json!({
+        "id": id, "name": format!("Profile {id}"), "adapter": "clawdbot",
+        "adapter_config": {"gateway_id": "openai-compat", "sessionKey": null, "agentId": null},
+        "llm": {"model": null, "parameters": {"max_tokens": null, "temperature": null}},
+        "system_prompt": format!("You are profile {id}."),
+        "context": {"max_history_messages": null},
+        "voice": {"tts_provider": "groq"}
+    })
+}
+
+/// What a test host is made of.
+pub struct HostSpec {
+    /// Profile files: (file name, contents).
+    pub profiles: Vec<(String, String)>,
+    /// Contents of `voice-system-prompt.md`, or none.
+    pub prompt: Option<String>,
+    /// Config overrides (merged over the harness defaults).
+    pub config: Value,
+    /// Whether `OPENAI_COMPAT_API_KEY` is set.
+    pub with_key: bool,
+}
+
+impl Default for HostSpec {
+    fn default() -> Self {
+        Self {
+            profiles: vec![("default.json".into(), profile("default").to_string())],
+            prompt: Some("# comment\nYou speak briefly.\n".into()),
+            config: json!({}),
+            with_key: true,
+        }
+    }
+}
+
+impl HostSpec {
+    /// Add a profile file `<id>.json`.
+    pub fn with_profile(mut self, value: Value) -> Self {
+        let id = value["id"].as_str().unwrap_or("x").to_string();
+        self.profiles
+            .push((format!("{id}.json"), value.to_string()));
+        self
+    }
+}
+
+/// A running host in front of a mock upstream.
+pub struct TestHost {
+    /// `http://127.0.0.1:port`.
+    pub url: String,
+    /// The host's state (store, metrics, ...).
+    pub state: AppState,
+    /// The mock upstream.
+    pub upstream: MockUpstream,
+    /// Temp dir holding `profiles/` and `prompts/`.
+    pub dir: tempfile::TempDir,
+    /// A client without proxy.
+    pub client: reqwest::Client,
+}
+
+/// Write the profile and prompt files of a spec into `dir`; returns (profiles, prompts) dirs.
+pub fn write_dirs(dir: &Path, spec: &HostSpec) -> (PathBuf, PathBuf) {
+    let profiles = dir.join("profiles");
+    let prompts = dir.join("prompts");
+    std::fs::create_dir_all(&profiles).expect("mkdir");
+    std::fs::create_dir_all(&prompts).expect("mkdir");
+    for (name, text) in &spec.profiles {
+        std::fs::write(profiles.join(name), text).expect("write profile");
+    }
+    if let Some(prompt) = &spec.prompt {
+        std::fs::write(prompts.join("voice-system-prompt.md"), prompt).expect("write prompt");
+    }
+    (profiles, prompts)
+}
+
+/// The harness's environment: openai-compat at `upstream`, with or without a key.
+pub fn env_for(upstream: &MockUpstream, with_key: bool) -> Env {
+    let mut pairs = vec![("OPENAI_COMPAT_BASE_URL".to_string(), upstream.base_url())];
+    if with_key {
+        pairs.push(("OPENAI_COMPAT_API_KEY".into(), TEST_KEY.into()));
+    }
+    Env::from_pairs(pairs)
+}
+
+impl TestHost {
+    /// The default spec.
+    pub async fn start() -> Self {
+        Self::with(HostSpec::default()).await
+    }
+
+    /// Build the state from a temp dir of files and serve `app(state)` on 127.0.0.1:0.
+    pub async fn with(spec: HostSpec) -> Self {
+        let upstream = MockUpstream::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (profiles, prompts) = write_dirs(dir.path(), &spec);
+        let config = HostConfig::from_provider(
+            Figment::from(Serialized::defaults(HostConfig {
+                profiles_dir: profiles,
+                prompts_dir: prompts,
+                ..HostConfig::default()
+            }))
+            .merge(Serialized::defaults(spec.config.clone())),
+        )
+        .expect("valid test config");
+        let registry = Registry::from_inventory().expect("registry");
+        let state = AppState::load(config, &registry, &env_for(&upstream, spec.with_key));
+        let addr = serve(gateway_host::app(state.clone())).await;
+        Self {
+            url: format!("http://{addr}"),
+            state,
+            upstream,
+            dir,
+            client: client(),
+        }
+    }
+
+    /// Path of the prompt file.
+    pub fn prompt_path(&self) -> PathBuf {
+        self.dir.path().join("prompts/voice-system-prompt.md")
+    }
+
+    /// POST /v1/conversation and read the whole SSE answer.
+    pub async fn sse(&self, body: Value) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}/v1/conversation", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        Answer::read(response).await
+    }
+
+    /// POST /v1/conversation with `Accept: application/x-ndjson`.
+    pub async fn ndjson(&self, body: Value) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}/v1/conversation", self.url))
+            .header("accept", "application/x-ndjson")
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        Answer::read(response).await
+    }
+
+    /// GET a path, returning status and JSON (or `Value::String` of the text).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+/// A client that never uses a proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// A response to `POST /v1/conversation`.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type.
+    pub content_type: String,
+    /// The raw body.
+    pub body: String,
+    /// Parsed events (SSE `data:` or NDJSON lines), or empty for JSON errors.
+    pub events: Vec<Value>,
+    /// SSE `event:` names, in order (empty for NDJSON).
+    pub names: Vec<String>,
+}
+
+impl Answer {
+    /// Read a whole response.
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = response.text().await.expect("body");
+        let mut events = Vec::new();
+        let mut names = Vec::new();
+        if content_type.starts_with("text/event-stream") {
+            for frame in body.split("\n\n").filter(|f| !f.trim().is_empty()) {
+                for line in frame.lines() {
+                    if let Some(name) = line.strip_prefix("event: ") {
+                        names.push(name.to_string());
+                    } else if let Some(data) = line.strip_prefix("data: ") {
+                        events.push(serde_json::from_str(data).expect("event JSON"));
+                    }
+                }
+            }
+        } else if content_type.starts_with("application/x-ndjson") {
+            for line in body.lines().filter(|l| !l.is_empty()) {
+                events.push(serde_json::from_str(line).expect("event JSON line"));
+            }
+        }
+        Self {
+            status,
+            content_type,
+            body,
+            events,
+            names,
+        }
+    }
+
+    /// The JSON error body `{"error": {"code", "message"}}`.
+    pub fn error(&self) -> Value {
+        let v: Value = serde_json::from_str(&self.body).expect("JSON error body");
+        v["error"].clone()
+    }
+
+    /// The event types in order.
+    pub fn types(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
+    /// The final event.
+    pub fn last(&self) -> &Value {
+        self.events.last().expect("no events")
+    }
+
+    /// The concatenated delta texts.
+    pub fn text(&self) -> String {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "delta")
+            .filter_map(|e| e["text"].as_str())
+            .collect()
+    }
+}
+
+/// `<CARGO_MANIFEST_DIR>/../../shared`: the shared data beside the repository.
+pub fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+/// Wait until `cond` holds, polling, for at most 5 s.
+pub async fn wait_for(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,6 @@
+mod conversation;
+mod disconnect;
+mod errors;
+mod memory;
+mod profiles;
+mod prompt;

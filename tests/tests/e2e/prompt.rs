@@ -1,0 +1,112 @@
+use gateway_tests::{profile, shared_dir, HostSpec, TestHost};
+use serde_json::{json, Value};
+
+fn system_messages(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "system")
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn file_prompt_then_profile_prompt_and_hot_reload() {
+    let host = TestHost::with(HostSpec {
+        prompt: Some("# header\n# more\n\nVersion one.\n".into()),
+        ..HostSpec::default()
+    })
+    .await;
+    host.sse(json!({"message": "hi"})).await;
+    let body = host.upstream.last_request();
+    assert_eq!(
+        system_messages(&body),
+        ["Version one.\n\nYou are profile default."]
+    );
+    assert_eq!(
+        body["messages"][0]["role"], "system",
+        "system message first"
+    );
+
+    std::fs::write(host.prompt_path(), "# header\nVersion two, now longer.\n").unwrap();
+    host.sse(json!({"message": "hi"})).await;
+    assert_eq!(
+        system_messages(&host.upstream.last_request()),
+        ["Version two, now longer.\n\nYou are profile default."]
+    );
+
+    std::fs::remove_file(host.prompt_path()).unwrap();
+    host.sse(json!({"message": "hi"})).await;
+    assert_eq!(
+        system_messages(&host.upstream.last_request()),
+        ["You are profile default."]
+    );
+}
+
+#[tokio::test]
+async fn system_prompt_none_and_custom() {
+    let host = TestHost::start().await;
+    host.sse(json!({"message": "hi", "system_prompt": "none"}))
+        .await;
+    let body = host.upstream.last_request();
+    assert!(system_messages(&body).is_empty(), "{body}");
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+
+    host.sse(json!({"message": "hi", "system_prompt": "Custom rules."}))
+        .await;
+    assert_eq!(
+        system_messages(&host.upstream.last_request()),
+        ["Custom rules."]
+    );
+
+    host.sse(json!({"message": "hi", "system_prompt": "default"}))
+        .await;
+    assert_eq!(
+        system_messages(&host.upstream.last_request()),
+        ["You speak briefly.\n\nYou are profile default."]
+    );
+}
+
+#[tokio::test]
+async fn no_system_message_when_both_prompts_are_empty() {
+    let mut p = profile("bare");
+    p["system_prompt"] = Value::Null;
+    let host = TestHost::with(
+        HostSpec {
+            prompt: Some("# only comments\n".into()),
+            ..HostSpec::default()
+        }
+        .with_profile(p),
+    )
+    .await;
+    host.sse(json!({"message": "hi", "profile": "bare"})).await;
+    assert!(system_messages(&host.upstream.last_request()).is_empty());
+}
+
+#[tokio::test]
+async fn real_openvoiceui_prompt_is_stripped_of_comment_lines() {
+    let real =
+        std::fs::read_to_string(shared_dir().join("openvoiceui/prompts/voice-system-prompt.md"))
+            .expect("shared/openvoiceui prompt");
+    assert!(real.lines().any(|l| l.starts_with('#')));
+    let host = TestHost::with(HostSpec {
+        prompt: Some(real.clone()),
+        ..HostSpec::default()
+    })
+    .await;
+    host.sse(json!({"message": "hi"})).await;
+    let system = system_messages(&host.upstream.last_request()).remove(0);
+    assert!(
+        system.len() > 10_000,
+        "the real prompt is sent ({} bytes)",
+        system.len()
+    );
+    assert!(system.lines().all(|l| !l.starts_with('#')));
+    assert!(
+        system.starts_with("[OPENVOICEUI SYSTEM INSTRUCTIONS:"),
+        "{}",
+        &system[..80]
+    );
+    assert!(system.ends_with("You are profile default."));
+}

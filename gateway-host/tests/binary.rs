@@ -1,0 +1,250 @@
+//! Tests of the real `gateway-host` binary: the linked `openai-compat` kind, the listening line,
+//! one turn, secrets absent from its output, `demo` and `check`.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway-host");
+const KEY: &str = "sk-binary-test-DISTINCTIVE-31337";
+
+async fn mock_upstream() -> String {
+    async fn completions() -> impl IntoResponse {
+        let chunk = |delta: Value, finish: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        let body = [
+            chunk(json!({"content": "Binary"}), Value::Null),
+            chunk(json!({"content": " answer"}), Value::Null),
+            chunk(json!({}), json!("stop")),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        ([("content-type", "text/event-stream")], body)
+    }
+    let router = axum::Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .route(
+            "/v1/models",
+            get(|| async { axum::Json(json!({"data": []})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}/v1")
+}
+
+fn write_profiles(dir: &Path) {
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::create_dir_all(dir.join("prompts")).unwrap();
+    let profile = json!({"id": "default", "name": "D", "system_prompt": "Be brief.",
+                         "adapter_config": {"gateway_id": "openai-compat", "sessionKey": null}});
+    std::fs::write(dir.join("profiles/default.json"), profile.to_string()).unwrap();
+    std::fs::write(dir.join("prompts/voice-system-prompt.md"), "# c\nSpeak.\n").unwrap();
+}
+
+/// A command with a clean environment, run inside `dir` (so no `.env` or `gateway.toml` of the
+/// developer's checkout is picked up).
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GATEWAY_PROFILES_DIR", dir.join("profiles"))
+        .env("GATEWAY_PROMPTS_DIR", dir.join("prompts"));
+    cmd
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_lists_openai_compat_answers_and_never_prints_the_key() {
+    let base_url = mock_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_profiles(dir.path());
+    let mut child = command(dir.path(), &["serve", "--bind", "127.0.0.1:0"])
+        .env("OPENAI_COMPAT_BASE_URL", &base_url)
+        .env("OPENAI_COMPAT_API_KEY", KEY)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = drain(child.stderr.take().unwrap());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = stdout.read_line(&mut first);
+        let _ = tx.send(first.clone());
+        let mut rest = String::new();
+        let _ = stdout.read_to_string(&mut rest);
+        first + &rest
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("listening line");
+    let url = line
+        .trim()
+        .strip_prefix("gateway-host listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let gateways: Value = client
+        .get(format!("{url}/v1/gateways"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = gateways["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"openai-compat"),
+        "linked kind listed: {gateways}"
+    );
+    let text = client
+        .post(format!("{url}/v1/conversation"))
+        .json(&json!({"message": "hello", "session_key": "bin-1"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("event: text_done"), "{text}");
+    assert!(text.contains("Binary answer"), "{text}");
+
+    child.kill().unwrap();
+    let _ = child.wait();
+    let out = reader.join().unwrap();
+    let err = stderr.join().unwrap();
+    assert!(!err.is_empty(), "debug logs were written");
+    assert!(
+        !out.contains(KEY) && !err.contains(KEY),
+        "the key leaked:\n{out}\n{err}"
+    );
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "stdout holds only the listening line: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_streams_one_turn_to_the_terminal() {
+    let base_url = mock_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_profiles(dir.path());
+    let mut cmd = command(dir.path(), &["chat", "--profile", "default", "hello"]);
+    cmd.env("OPENAI_COMPAT_BASE_URL", &base_url)
+        .env("OPENAI_COMPAT_API_KEY", KEY);
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "Binary answer");
+    assert!(stderr.contains("time to first token"), "{stderr}");
+
+    // An unknown profile is an error exit.
+    let mut cmd = command(dir.path(), &["chat", "--profile", "nope", "hello"]);
+    cmd.env("OPENAI_COMPAT_API_KEY", KEY);
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown profile"));
+}
+
+#[test]
+fn demo_runs_without_key_or_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .arg("demo")
+        .current_dir(dir.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("I received 2 earlier messages"), "{stdout}");
+    assert!(
+        stdout.contains("Your previous message was: \"What did I just ask you?\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("6 message(s) stored"), "{stdout}");
+}
+
+#[test]
+fn check_exit_code_follows_problems_and_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    write_profiles(dir.path());
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "[gateways.groq]\nkind = \"openai-compat\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         api_key = \"sk-inline-SECRET-777\"\n",
+    )
+    .unwrap();
+    let run = || {
+        let output = command(dir.path(), &["check"])
+            .env("OPENAI_COMPAT_API_KEY", KEY)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    let (ok, text) = run();
+    assert!(ok, "{text}");
+    assert!(text.contains("default.json"), "{text}");
+    assert!(text.contains("\"api_key\": \"***\""), "{text}");
+    assert!(
+        !text.contains("sk-inline-SECRET-777") && !text.contains(KEY),
+        "{text}"
+    );
+
+    std::fs::write(dir.path().join("profiles/broken.json"), "{ nope").unwrap();
+    let (ok, text) = run();
+    assert!(!ok, "a broken profile fails check: {text}");
+    assert!(text.contains("broken.json"), "{text}");
+    std::fs::remove_file(dir.path().join("profiles/broken.json")).unwrap();
+
+    // The default profile uses openai-compat: without its key check fails and names the variable.
+    let output = command(dir.path(), &["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("OPENAI_COMPAT_API_KEY"), "{text}");
+}

@@ -46,7 +46,10 @@ pub fn locate_or_build(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         if !path.is_file() {
             bail!("--host-bin {} does not exist", path.display());
         }
-        return Ok(path.to_path_buf());
+        // Absolute, because the host runs with its temporary directory as working directory.
+        return path
+            .canonicalize()
+            .with_context(|| format!("resolving --host-bin {}", path.display()));
     }
     let path = target_dir().join("release").join("gateway-host");
     if path.is_file() {

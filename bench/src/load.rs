@@ -58,7 +58,7 @@ pub struct LegConfig {
     pub max_duration: Duration,
     /// Upper bound for one turn, after which it counts as an error.
     pub turn_timeout: Duration,
-    /// Whether each worker first runs one unmeasured turn (opens its connection).
+    /// Whether each worker first runs unmeasured turns ([`warmup_turns`]).
     pub warmup: bool,
 }
 
@@ -223,6 +223,13 @@ async fn turn_inner(
     Err("stream ended without its final marker".to_owned())
 }
 
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
 fn transport_kind(err: &reqwest::Error) -> String {
     if err.is_connect() {
         "connect error".to_owned()
@@ -269,7 +276,12 @@ fn chat_event(data: &str) -> Step {
         return Step::Done;
     }
     match serde_json::from_str::<ChatChunk>(data) {
-        Ok(chunk) if chunk.error.is_some() => Step::Error("error in stream".to_owned()),
+        Ok(ChatChunk {
+            error: Some(error), ..
+        }) => Step::Error(format!(
+            "error in stream: {}",
+            truncate(&error.to_string(), 80)
+        )),
         Ok(chunk) => {
             let has_token = chunk.choices.iter().any(|c| {
                 c.delta
@@ -293,6 +305,8 @@ struct ConversationEvent {
     kind: Option<String>,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
 }
 
 fn conversation_event(event: Option<&str>, data: &str) -> Step {
@@ -302,7 +316,14 @@ fn conversation_event(event: Option<&str>, data: &str) -> Step {
     match event.or(parsed.kind.as_deref()) {
         Some("delta") if parsed.text.as_deref().is_some_and(|t| !t.is_empty()) => Step::Token,
         Some("text_done") => Step::Done,
-        Some("error") => Step::Error("error event".to_owned()),
+        Some("error") => {
+            let detail = match &parsed.error {
+                Some(serde_json::Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            Step::Error(format!("error event: {}", truncate(&detail, 80)))
+        }
         _ => Step::Continue,
     }
 }
@@ -371,7 +392,7 @@ pub async fn run_leg(target: &Target, config: &LegConfig) -> anyhow::Result<LegR
             run_worker(worker, &client, &target, &config, &next, &barrier).await
         }));
     }
-    // Everyone has finished the warm-up turn: the measured part starts now.
+    // Every worker has finished its warm-up turns: the measured part starts now.
     barrier.wait().await;
     let started = Instant::now();
     let mut result = LegResult {
@@ -435,10 +456,12 @@ async fn run_worker(
         error_kinds: BTreeMap::new(),
     };
     if config.warmup {
-        let message = format!("Hello, this is worker {worker} warming up.");
-        let warm = run_turn(client, target, &session_key, &message, config.turn_timeout).await;
-        if warm.is_err() {
-            stats.warmup_errors += 1;
+        for _ in 0..warmup_turns(config.concurrency) {
+            let message = format!("Hello, this is worker {worker} warming up.");
+            let warm = run_turn(client, target, &session_key, &message, config.turn_timeout).await;
+            if warm.is_err() {
+                stats.warmup_errors += 1;
+            }
         }
     }
     barrier.wait().await;
@@ -466,6 +489,13 @@ async fn run_worker(
         }
     }
     stats
+}
+
+/// Unmeasured turns each worker runs first: at least one (it opens the worker's connection),
+/// and about 50 per leg in all so that a single worker warms the code paths too.
+pub fn warmup_turns(concurrency: usize) -> u64 {
+    let concurrency = concurrency.max(1) as u64;
+    50u64.div_ceil(concurrency).max(1)
 }
 
 /// A duration in whole microseconds, at least 1 (the histogram's lowest value).

@@ -61,7 +61,7 @@ struct Args {
     /// Upper bound on one turn, seconds (a slower turn is an error).
     #[arg(long, default_value_t = 30.0)]
     turn_timeout_secs: f64,
-    /// Skip the one unmeasured warm-up turn per worker.
+    /// Skip the unmeasured warm-up turns (at least one per worker, ~50 per leg).
     #[arg(long)]
     no_warmup: bool,
     /// Content chunks (tokens) per upstream answer.
@@ -80,7 +80,8 @@ struct Args {
     #[arg(long, value_enum, default_value_t = HostEndpoint::ChatCompletions)]
     host_endpoint: HostEndpoint,
     /// Send the proxy leg to this OpenAI-compatible base URL (e.g. http://127.0.0.1:4000/v1)
-    /// instead of a spawned host; it must itself point at the printed mock upstream.
+    /// instead of a spawned host; it must itself point at the printed mock upstream. The value
+    /// `upstream` sends it to the mock itself: a null proxy that shows the generator's noise.
     #[arg(long)]
     proxy_url: Option<String>,
     /// `model` to ask `--proxy-url` for.
@@ -284,9 +285,14 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
                 );
                 tokio::time::sleep(Duration::from_secs(args.proxy_wait_secs)).await;
             }
+            let base = if url == "upstream" {
+                upstream.base_url()
+            } else {
+                url.trim_end_matches('/').to_owned()
+            };
             (
                 Target {
-                    url: format!("{}/chat/completions", url.trim_end_matches('/')),
+                    url: format!("{base}/chat/completions"),
                     protocol: Protocol::ChatCompletions,
                     model: args.proxy_model.clone(),
                     system_prompt: Some(Arc::clone(&system_prompt)),
@@ -341,7 +347,7 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
 
     println!("## Load\n");
     println!(
-        "Per level: each leg runs the turns with that many concurrent workers (one warm-up turn per worker first, not measured: {}). \
+        "Per level: each leg runs the turns with that many concurrent workers (unmeasured warm-up turns first — at least one per worker, about 50 in all: {}). \
          TTFT = request sent → bytes holding the first non-empty content token. \
          Added = via minus direct, of each percentile.\n",
         !args.no_warmup
@@ -454,7 +460,11 @@ fn leg_stats(
     concurrency: usize,
     warmup: bool,
 ) -> HostLegStats {
-    let warmup_turns = if warmup { concurrency as u64 } else { 0 };
+    let warmup_turns = if warmup {
+        concurrency as u64 * load::warmup_turns(concurrency)
+    } else {
+        0
+    };
     HostLegStats {
         peak_rss_mib: mib(after.hwm_kib.max(after.rss_kib)),
         rss_after_mib: mib(after.rss_kib),
@@ -505,7 +515,7 @@ async fn sessions_phase(
     voice_prompt: &str,
 ) -> anyhow::Result<SessionsOutcome> {
     // Answers of the same size as the user messages: each stored message is ~N bytes.
-    let token_text = "memory ".to_owned();
+    let token_text = "remember. ".to_owned();
     let tokens = (args.session_message_bytes / token_text.len()).max(1);
     let answer = AnswerSpec {
         tokens,

@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use tokio::sync::oneshot;
 
@@ -87,6 +88,10 @@ impl MockUpstream {
         let addr = listener
             .local_addr()
             .context("reading the mock upstream's address")?;
+        // Small SSE writes must leave at once (Nagle would hold them for the peer's ACK).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let served = axum::serve(listener, app)

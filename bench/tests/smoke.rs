@@ -1,9 +1,9 @@
-//! Runs the benchmark binary in `--smoke` mode against the real debug `gateway-host` and checks
+//! Runs the benchmark binary in `--smoke` mode against the real `gateway-host` and checks
 //! its machine-readable `SUMMARY` line: turns were served and none failed. No timing is asserted.
 //!
 //! The host binary is `GATEWAY_HOST_BIN` when set; otherwise `gateway-host` next to this
-//! test's `gateway-bench` binary, built first with `cargo build -p gateway-host` (a no-op when
-//! it is up to date, so a stale host is never benchmarked).
+//! test's `gateway-bench` binary, built first with `cargo build -p gateway-host` in the same
+//! profile (a no-op when it is up to date, so a stale host is never benchmarked).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

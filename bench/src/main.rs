@@ -215,9 +215,10 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
     };
     if let Some(bin) = &host_bin {
         let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
+        let shown = bin.strip_prefix(host::workspace_root()).unwrap_or(bin);
         println!(
             "- host binary: {} ({:.1} MiB)",
-            bin.display(),
+            shown.display(),
             size as f64 / 1024.0 / 1024.0
         );
     }

@@ -24,6 +24,29 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(30_000);
 /// The variable named when the built-in instance has no key.
 pub const DEFAULT_KEY_VAR: &str = "OPENAI_COMPAT_API_KEY";
 
+/// How an instance authenticates to its upstream (`auth` setting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// `Authorization: Bearer <key>`; the instance is not configured without a key.
+    #[default]
+    Bearer,
+    /// No key and no `Authorization` header (a local Ollama or vLLM).
+    None,
+}
+
+impl FromStr for Auth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "bearer" => Ok(Auth::Bearer),
+            "none" => Ok(Auth::None),
+            other => Err(format!("unknown auth '{other}' (expected bearer or none)")),
+        }
+    }
+}
+
 /// An API key. `Debug` and `Display` print `***`; read it with [`ApiKey::expose`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -58,7 +81,9 @@ impl fmt::Display for ApiKey {
 pub struct OpenAiCompatConfig {
     /// API root, e.g. `https://api.groq.com/openai/v1` (a trailing `/` is ignored).
     pub base_url: String,
-    /// The key; `None` leaves the instance unconfigured.
+    /// How requests authenticate; with [`Auth::None`] no key is needed or sent.
+    pub auth: Auth,
+    /// The key; `None` leaves a [`Auth::Bearer`] instance unconfigured.
     pub api_key: Option<ApiKey>,
     /// Where the key should come from, named in the "not configured" reason.
     pub api_key_source: String,
@@ -82,6 +107,7 @@ impl Default for OpenAiCompatConfig {
     fn default() -> Self {
         Self {
             base_url: DEFAULT_BASE_URL.into(),
+            auth: Auth::Bearer,
             api_key: None,
             api_key_source: DEFAULT_KEY_VAR.into(),
             model: DEFAULT_MODEL.into(),
@@ -102,6 +128,8 @@ impl Default for OpenAiCompatConfig {
 pub struct Settings {
     /// API root.
     pub base_url: Option<String>,
+    /// `bearer` (default) or `none` for servers that need no key.
+    pub auth: Option<Auth>,
     /// Literal key (discouraged: prefer `api_key_env`).
     pub api_key: Option<String>,
     /// Name of the environment variable holding the key.
@@ -150,7 +178,8 @@ impl OpenAiCompatConfig {
     /// Resolve an instance's configuration: environment variables `<prefix>NAME` (when the
     /// instance has a prefix) beat the settings table, which beats the defaults. The key comes
     /// from `api_key_env`, else `<prefix>API_KEY`, else the literal `api_key`; a missing key
-    /// is not an error here (the instance reports it from `is_configured`).
+    /// is not an error here (the instance reports it from `is_configured`). With `auth = "none"`
+    /// (or `<prefix>AUTH=none`) no key is read and naming one is an error.
     pub fn from_instance(instance: &InstanceConfig) -> Result<Self, GatewayError> {
         let settings = Settings::from_instance(instance)?;
         let invalid = |reason: String| GatewayError::InvalidConfig {
@@ -204,6 +233,21 @@ impl OpenAiCompatConfig {
             config.idle_timeout = Duration::from_millis(ms);
         }
         config.headers = settings.headers.unwrap_or_default();
+        config.auth = match env_str("AUTH") {
+            Some((var, value)) => parse(&var, value).map_err(invalid)?,
+            None => settings.auth.unwrap_or_default(),
+        };
+        if config.auth == Auth::None {
+            if settings.api_key_env.is_some() || settings.api_key.is_some() {
+                return Err(invalid(
+                    "auth = \"none\" sends no key: remove api_key_env and api_key".into(),
+                ));
+            }
+            config.api_key = None;
+            config.api_key_source = "auth = \"none\"".into();
+            config.validate().map_err(invalid)?;
+            return Ok(config);
+        }
 
         let prefix_var = instance
             .env_prefix
@@ -409,6 +453,76 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("base_url"), "{err}");
+    }
+
+    #[test]
+    fn named_instance_reads_every_key() {
+        let config = OpenAiCompatConfig::from_instance(&instance(
+            json!({"base_url": "https://openrouter.ai/api/v1", "api_key_env": "OR_KEY",
+                   "model": "m", "max_tokens": 64, "temperature": 0.2,
+                   "connect_timeout_ms": 11, "first_token_timeout_ms": 22, "idle_timeout_ms": 33,
+                   "headers": {"HTTP-Referer": "https://example.org", "X-Title": "Voice"}}),
+            None,
+            &[
+                ("OR_KEY", "k"),
+                ("OPENAI_COMPAT_MODEL", "ignored: no prefix"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(config.base_url, "https://openrouter.ai/api/v1");
+        assert_eq!(config.auth, Auth::Bearer);
+        assert_eq!(config.api_key, Some(ApiKey::new("k")));
+        assert_eq!(config.model, "m");
+        assert_eq!(config.max_tokens, 64);
+        assert_eq!(config.temperature, Some(0.2));
+        assert_eq!(config.connect_timeout, Duration::from_millis(11));
+        assert_eq!(config.first_token_timeout, Duration::from_millis(22));
+        assert_eq!(config.idle_timeout, Duration::from_millis(33));
+        assert_eq!(config.headers.len(), 2);
+        assert_eq!(config.headers["HTTP-Referer"], "https://example.org");
+    }
+
+    #[test]
+    fn auth_none_needs_no_key_and_rejects_one() {
+        let config = OpenAiCompatConfig::from_instance(&instance(
+            json!({"base_url": "http://127.0.0.1:11434/v1", "auth": "none"}),
+            None,
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(config.auth, Auth::None);
+        assert_eq!(config.api_key, None);
+        // The built-in instance: OPENAI_COMPAT_AUTH=none beats the table, a stray key is ignored.
+        let config = OpenAiCompatConfig::from_instance(&instance(
+            json!({}),
+            Some("OPENAI_COMPAT_"),
+            &[
+                ("OPENAI_COMPAT_AUTH", "none"),
+                ("OPENAI_COMPAT_API_KEY", "k"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!((config.auth, config.api_key), (Auth::None, None));
+        let err = OpenAiCompatConfig::from_instance(&instance(
+            json!({"auth": "none", "api_key_env": "K"}),
+            None,
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth") && err.contains("api_key_env"), "{err}");
+        let err = OpenAiCompatConfig::from_instance(&instance(json!({"auth": "basic"}), None, &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth"), "{err}");
+        let err = OpenAiCompatConfig::from_instance(&instance(
+            json!({}),
+            Some("P_"),
+            &[("P_AUTH", "maybe")],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("P_AUTH"), "{err}");
     }
 
     #[test]

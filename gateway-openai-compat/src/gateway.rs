@@ -18,7 +18,7 @@ use reqwest::{Response, Url};
 use serde::Serialize;
 
 use crate::completion::{error_body_message, parse_completion_body, Completion, CompletionDecoder};
-use crate::config::{parse_base_url, ApiKey, OpenAiCompatConfig};
+use crate::config::{parse_base_url, ApiKey, Auth, OpenAiCompatConfig};
 use crate::KIND_ID;
 
 /// Most bytes read from an error body or a non-streamed JSON answer.
@@ -84,7 +84,7 @@ impl OpenAiCompat {
                 .map_err(|_| invalid(format!("headers: the value of '{name}' is not valid")))?;
             headers.insert(name, value);
         }
-        if let Some(key) = &config.api_key {
+        if let (Auth::Bearer, Some(key)) = (config.auth, &config.api_key) {
             let mut value =
                 HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
                     invalid("the API key contains characters not allowed in a header".into())
@@ -107,13 +107,12 @@ impl OpenAiCompat {
             .build()
             .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
 
-        let not_configured = config
-            .api_key
-            .is_none()
-            .then(|| GatewayError::NotConfigured {
+        let not_configured = (config.auth == Auth::Bearer && config.api_key.is_none()).then(|| {
+            GatewayError::NotConfigured {
                 gateway: id.clone(),
                 reason: format!("{} is not set", config.api_key_source),
-            });
+            }
+        });
         Ok(Self {
             id,
             config,

@@ -32,12 +32,13 @@
 //! ```
 //!
 //! Configuration keys (settings table, all optional; unknown keys are rejected): `base_url`,
-//! `api_key_env`, `api_key` (discouraged), `model`, `max_tokens`, `temperature`,
-//! `connect_timeout_ms`, `first_token_timeout_ms`, `idle_timeout_ms`, `headers`. For an instance
-//! with an environment prefix (`OPENAI_COMPAT_` for the built-in one), `<prefix>API_KEY`,
-//! `<prefix>BASE_URL`, `<prefix>MODEL`, `<prefix>MAX_TOKENS`, `<prefix>TEMPERATURE` and the
-//! `<prefix>*_TIMEOUT_MS` variables beat the table. A server that needs no key (a local
-//! Ollama) still wants one set to any value.
+//! `auth` (`bearer`, the default, or `none`), `api_key_env`, `api_key` (discouraged), `model`,
+//! `max_tokens`, `temperature`, `connect_timeout_ms`, `first_token_timeout_ms`,
+//! `idle_timeout_ms`, `headers`. For an instance with an environment prefix (`OPENAI_COMPAT_`
+//! for the built-in one), `<prefix>API_KEY`, `<prefix>AUTH`, `<prefix>BASE_URL`,
+//! `<prefix>MODEL`, `<prefix>MAX_TOKENS`, `<prefix>TEMPERATURE` and the `<prefix>*_TIMEOUT_MS`
+//! variables beat the table. A server that needs no key (a local Ollama or vLLM) is declared
+//! with `auth = "none"`: it is configured without a key and sends no `Authorization` header.
 //!
 //! The parsers are pure and public for fuzzing: [`sse::SseDecoder`] and
 //! [`completion::CompletionDecoder`].
@@ -47,7 +48,7 @@ pub mod config;
 mod gateway;
 pub mod sse;
 
-pub use config::{ApiKey, OpenAiCompatConfig};
+pub use config::{ApiKey, Auth, OpenAiCompatConfig};
 pub use gateway::{build, OpenAiCompat};
 
 /// Id of the gateway kind this crate registers.

@@ -477,6 +477,24 @@ async fn named_instance_reads_its_key_from_api_key_env() {
 }
 
 #[tokio::test]
+async fn auth_none_is_configured_without_a_key_and_sends_no_authorization() {
+    let mut server = sse_server(HELLO_BODY).await;
+    let gw = gateway_openai_compat::build(&InstanceConfig {
+        id: "ollama".into(),
+        settings: json!({"base_url": server.base_url("/v1"), "auth": "none", "model": "llama3.2"}),
+        env_prefix: None,
+        env: Env::from_pairs([("OPENAI_COMPAT_API_KEY", SECRET)]),
+    })
+    .expect("builds");
+    assert_eq!(gw.is_configured(), Ok(()));
+    let outcome = run_dyn(gw.as_ref(), hello()).await;
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    let request = server.requests.recv().await.expect("a request");
+    assert_eq!(request.header("authorization"), None);
+    assert_eq!(request.json()["model"], "llama3.2");
+}
+
+#[tokio::test]
 async fn build_errors_name_the_cause() {
     let cases = [
         (json!({"bogus": 1}), vec![], "bogus"),

@@ -52,6 +52,8 @@ pub struct HostConfig {
     pub keepalive_secs: u64,
     /// Request limits.
     pub limits: LimitsConfig,
+    /// Retries of a failing gateway before the first token (see [`crate::failover`]).
+    pub retry: RetryConfig,
     /// Gateway instances by id: settings of a built-in kind instance (`[gateways.openai-compat]`)
     /// or named instances (`[gateways.groq] kind = "openai-compat"`).
     pub gateways: BTreeMap<String, GatewayConfig>,
@@ -68,6 +70,7 @@ impl Default for HostConfig {
             timeouts: TimeoutConfig::default(),
             keepalive_secs: 15,
             limits: LimitsConfig::default(),
+            retry: RetryConfig::default(),
             gateways: BTreeMap::new(),
         }
     }
@@ -139,12 +142,71 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Most attempts per instance accepted in `retry.max_attempts`.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
+
+/// `[retry]`: how often one instance is tried before the first token, and how long a
+/// `Retry-After` the host honours. Failing over to a profile's fallbacks is separate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetryConfig {
+    /// Attempts per instance, the first included (1 = never retry the same instance).
+    pub max_attempts: u32,
+    /// Longest `Retry-After` (429/503) waited for; a longer one moves the turn on at once.
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 2,
+            max_retry_after_ms: 5_000,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// This policy with an instance's overrides applied.
+    pub fn with(self, over: Option<&RetryOverride>) -> Self {
+        let Some(over) = over else { return self };
+        Self {
+            max_attempts: over.max_attempts.unwrap_or(self.max_attempts),
+            max_retry_after_ms: over.max_retry_after_ms.unwrap_or(self.max_retry_after_ms),
+        }
+    }
+
+    fn check(&self, at: &str) -> Result<(), ConfigError> {
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
+            return Err(ConfigError::Invalid(format!(
+                "{at}.max_attempts must be 1 to {MAX_ATTEMPTS_LIMIT}, got {}",
+                self.max_attempts
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `[gateways.<id>.retry]`: per-instance overrides of `[retry]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOverride {
+    /// Overrides `retry.max_attempts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Overrides `retry.max_retry_after_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry_after_ms: Option<u64>,
+}
+
 /// One `[gateways.<id>]` table: the kind plus the kind's own settings.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct GatewayConfig {
     /// Kind id; may be omitted when the table's id is itself a kind id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Retry overrides for this instance (kept by the host, not passed to the kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryOverride>,
     /// Everything else, handed to the kind's `build` as its settings object.
     #[serde(flatten)]
     pub settings: serde_json::Map<String, serde_json::Value>,
@@ -204,10 +266,14 @@ impl HostConfig {
                 self.default_profile
             ));
         }
-        for id in self.gateways.keys() {
+        self.retry.check("retry")?;
+        for (id, gateway) in &self.gateways {
             if !crate::profile::is_valid_id(id) {
                 return bad(format!("gateway id '{id}' is not valid (a-z, 0-9, -)"));
             }
+            self.retry
+                .with(gateway.retry.as_ref())
+                .check(&format!("gateways.{id}.retry"))?;
         }
         Ok(())
     }
@@ -304,6 +370,43 @@ mod tests {
     }
 
     #[test]
+    fn retry_policy_and_instance_overrides() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "gateway.toml",
+                r#"
+                [retry]
+                max_attempts = 3
+                [gateways.groq]
+                kind = "openai-compat"
+                api_key_env = "GROQ_API_KEY"
+                retry = { max_retry_after_ms = 800 }
+                "#,
+            )?;
+            let c = HostConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.retry.max_retry_after_ms, 5000);
+            let groq = &c.gateways["groq"];
+            assert!(
+                !groq.settings.contains_key("retry"),
+                "not passed to the kind"
+            );
+            let policy = c.retry.with(groq.retry.as_ref());
+            assert_eq!((policy.max_attempts, policy.max_retry_after_ms), (3, 800));
+            jail.set_env("GATEWAY_RETRY__MAX_ATTEMPTS", "0");
+            let err = HostConfig::load(None).unwrap_err().to_string();
+            assert!(err.contains("retry.max_attempts"), "{err}");
+            jail.set_env("GATEWAY_RETRY__MAX_ATTEMPTS", "2");
+            jail.create_file(
+                "gateway.toml",
+                "[gateways.groq]\nkind = \"openai-compat\"\nretry = { max_atempts = 2 }\n",
+            )?;
+            let err = HostConfig::load(None).unwrap_err().to_string();
+            assert!(err.contains("max_atempts"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn redacts_secret_keys() {
         let mut c = HostConfig::default();
         let mut settings = serde_json::Map::new();
@@ -318,6 +421,7 @@ mod tests {
             GatewayConfig {
                 kind: Some("k".into()),
                 settings,
+                ..GatewayConfig::default()
             },
         );
         let text = c.redacted().to_string();

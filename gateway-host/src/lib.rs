@@ -66,6 +66,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod failover;
 pub mod instances;
 pub mod metrics;
 pub mod profile;

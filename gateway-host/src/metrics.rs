@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests, errors by cause, time to first token, streams in flight.
+//! Prometheus metrics: requests, errors by cause, time to first token, streams in flight,
+//! fallbacks and retries.
 
 use std::time::Duration;
 
@@ -22,6 +23,12 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    from: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GatewayLabels {
     gateway: String,
 }
@@ -41,6 +48,8 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     ttft: HistogramFamily,
     in_flight: Gauge,
+    fallbacks: Family<FallbackLabels, Counter>,
+    retries: Family<ErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,9 +72,11 @@ impl Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let ttft: HistogramFamily = Family::new_with_constructor(ttft_histogram);
         let in_flight = Gauge::default();
+        let fallbacks = Family::<FallbackLabels, Counter>::default();
+        let retries = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "requests",
-            "Conversation turns started, by profile and gateway",
+            "Conversation turns sent to a gateway, by profile and gateway (a turn that fails over counts once on each gateway it tries)",
             requests.clone(),
         );
         registry.register(
@@ -83,12 +94,24 @@ impl Metrics {
             "Response streams currently open",
             in_flight.clone(),
         );
+        registry.register(
+            "fallbacks",
+            "Turns moved to a profile's next gateway before the first token, by gateway",
+            fallbacks.clone(),
+        );
+        registry.register(
+            "retries",
+            "Retries of the same gateway after a Retry-After, by gateway and cause",
+            retries.clone(),
+        );
         Self {
             registry,
             requests,
             errors,
             ttft,
             in_flight,
+            fallbacks,
+            retries,
         }
     }
 
@@ -105,6 +128,26 @@ impl Metrics {
     /// Count an error (`cause` from `GatewayError::cause` or a request error code).
     pub fn error(&self, gateway: &str, cause: &str) {
         self.errors
+            .get_or_create(&ErrorLabels {
+                gateway: gateway.into(),
+                cause: cause.into(),
+            })
+            .inc();
+    }
+
+    /// Count a turn moved from one gateway to the next before its first token.
+    pub fn fallback(&self, from: &str, to: &str) {
+        self.fallbacks
+            .get_or_create(&FallbackLabels {
+                from: from.into(),
+                to: to.into(),
+            })
+            .inc();
+    }
+
+    /// Count a retry of the same gateway (`cause` from `GatewayError::cause`).
+    pub fn retry(&self, gateway: &str, cause: &str) {
+        self.retries
             .get_or_create(&ErrorLabels {
                 gateway: gateway.into(),
                 cause: cause.into(),
@@ -156,6 +199,8 @@ mod tests {
         m.request("default", "openai-compat");
         m.error("openai-compat", "http_429");
         m.ttft("openai-compat", Duration::from_millis(120));
+        m.fallback("groq", "ollama");
+        m.retry("groq", "http_429");
         let guard = m.stream_open();
         let text = m.render();
         assert!(text.contains(
@@ -163,6 +208,8 @@ mod tests {
         ));
         assert!(text.contains(r#"cause="http_429""#));
         assert!(text.contains("gateway_host_ttft_seconds_bucket"));
+        assert!(text.contains(r#"gateway_host_fallbacks_total{from="groq",to="ollama"} 1"#));
+        assert!(text.contains(r#"gateway_host_retries_total{gateway="groq",cause="http_429"} 1"#));
         assert!(text.contains("gateway_host_in_flight_streams 1"));
         drop(guard);
         assert!(m.render().contains("gateway_host_in_flight_streams 0"));

@@ -1,17 +1,17 @@
-//! The turn pipeline: profile → instance, messages = system prompt + history + user message,
-//! the gateway stream made well-formed, timing and gateway filled in, memory stored on success.
+//! The turn pipeline: profile → instances (primary, then fallbacks: see [`crate::failover`]),
+//! messages = system prompt + history + user message, the gateway stream made well-formed,
+//! timing and the answering gateway filled in, memory stored on success.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, Stream, StreamExt};
-use gateway_core::{
-    CancellationToken, ChatMessage, Event, EventStream, Gateway, StoreError, Timing, Turn,
-};
+use gateway_core::{CancellationToken, ChatMessage, Event, Gateway, StoreError, Timing, Turn};
 use serde::Deserialize;
 
+use crate::failover::{self, Candidate, Next, Note, Observer};
 use crate::metrics::InFlight;
 use crate::profile::{is_valid_id, Profile};
 use crate::state::AppState;
@@ -89,7 +89,7 @@ pub type TurnEvents = Pin<Box<dyn Stream<Item = Event> + Send>>;
 pub struct StartedTurn {
     /// The profile that answers.
     pub profile: Arc<Profile>,
-    /// The gateway instance id.
+    /// The gateway instance tried first (the `handshake` names the one that answered).
     pub gateway: String,
     /// The event stream.
     pub events: TurnEvents,
@@ -139,7 +139,7 @@ async fn prepare(
         .get(&profile_id)
         .cloned()
         .ok_or(TurnError::UnknownProfile(profile_id))?;
-    let gateway = gateway_for(state, &profile)?;
+    let candidates = candidates_for(state, &profile)?;
     let session_key = request
         .session_key
         .filter(|k| !k.is_empty())
@@ -182,34 +182,19 @@ async fn prepare(
         agent_id: request.agent_id,
         cancel: cancel.clone(),
     };
-    let gateway_id = gateway.id().to_string();
-    let metrics_state = state.clone();
+    let gateway_id = candidates[0].gateway.id().to_string();
     state.metrics().request(&profile.id, &gateway_id);
     tracing::debug!(profile = %profile.id, gateway = %gateway_id, "turn started");
 
     let saw_error = Arc::new(AtomicBool::new(false));
-    let upstream = {
-        let saw_error = saw_error.clone();
-        let gateway_id = gateway_id.clone();
-        stream::once(async move {
-            match gateway.stream(turn).await {
-                Ok(s) => s,
-                Err(e) => Box::pin(stream::iter([Err(e)])) as EventStream,
-            }
-        })
-        .flatten()
-        .inspect(move |item| {
-            if let Err(e) = item {
-                saw_error.store(true, Ordering::Relaxed);
-                metrics_state.metrics().error(&gateway_id, &e.cause());
-                tracing::info!(gateway = %gateway_id, cause = %e.cause(), error = %e, "turn failed");
-            }
-        })
-    };
-    let finished = gateway_core::stream::finish(Box::pin(upstream));
+    let answered = Arc::new(OnceLock::new());
+    let observe = observer(state, &profile.id, &gateway_id, &saw_error, &answered);
+    let upstream = failover::events(candidates, turn, observe);
+    let finished = gateway_core::stream::finish(upstream);
     let tail = Tail {
         state: state.clone(),
-        gateway: gateway_id.clone(),
+        primary: gateway_id.clone(),
+        answered,
         session_key,
         user,
         history_limit,
@@ -234,22 +219,119 @@ async fn prepare(
     })
 }
 
-fn gateway_for(state: &AppState, profile: &Profile) -> Result<Arc<dyn Gateway>, TurnError> {
-    let id = &profile.gateway_id;
+/// Metrics and logs of a turn's attempts; records which gateway answered in `answered` when it
+/// is not the first one.
+fn observer(
+    state: &AppState,
+    profile: &str,
+    first: &str,
+    saw_error: &Arc<AtomicBool>,
+    answered: &Arc<OnceLock<String>>,
+) -> Observer {
+    let (state, profile, first) = (state.clone(), profile.to_string(), first.to_string());
+    let (saw_error, answered) = (saw_error.clone(), answered.clone());
+    Arc::new(move |note| match note {
+        Note::Attempt {
+            gateway,
+            index,
+            attempt,
+        } => {
+            if index > 0 && attempt == 1 {
+                state.metrics().request(&profile, gateway);
+            }
+        }
+        Note::Failed {
+            gateway,
+            error,
+            next,
+        } => {
+            let cause = error.cause();
+            state.metrics().error(gateway, &cause);
+            match next {
+                Next::Retry { after } => {
+                    state.metrics().retry(gateway, &cause);
+                    tracing::warn!(gateway, %cause, %error, retry_after_ms = after.as_millis() as u64,
+                        "gateway failed before the first token; retrying it after Retry-After");
+                }
+                Next::Fallback { to } => {
+                    state.metrics().fallback(gateway, to);
+                    tracing::warn!(gateway, to, %cause, %error,
+                        "gateway failed before the first token; falling back");
+                }
+                Next::Final => {
+                    saw_error.store(true, Ordering::Relaxed);
+                    tracing::info!(gateway, %cause, %error, "turn failed");
+                }
+            }
+        }
+        Note::Answering { gateway } => {
+            if gateway != first {
+                let _ = answered.set(gateway.to_string());
+            }
+        }
+    })
+}
+
+/// The usable instances of a profile in order: its gateway, then its fallbacks, each once.
+/// Unusable ones (failed to build, not configured) are skipped; when none is usable, the
+/// first one's problem is the error.
+fn candidates_for(state: &AppState, profile: &Profile) -> Result<Vec<Candidate>, TurnError> {
+    let config = state.config();
+    let ids = std::iter::once(&profile.gateway_id).chain(&profile.fallback_gateway_ids);
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(1 + profile.fallback_gateway_ids.len());
+    let mut first_problem = None;
+    for id in ids {
+        if candidates.iter().any(|c| c.gateway.id() == id) {
+            continue;
+        }
+        match gateway_for(state, id) {
+            Ok(gateway) => candidates.push(Candidate {
+                gateway,
+                retry: config
+                    .retry
+                    .with(config.gateways.get(id).and_then(|g| g.retry.as_ref())),
+            }),
+            Err(problem) => {
+                if !profile.fallback_gateway_ids.is_empty() {
+                    tracing::warn!(profile = %profile.id, gateway = %id, %problem,
+                        "skipping an unusable gateway of the profile");
+                }
+                first_problem.get_or_insert(problem);
+            }
+        }
+    }
+    match (candidates.first(), first_problem) {
+        (None, Some(problem)) => Err(problem),
+        (None, None) => Err(TurnError::GatewayUnavailable {
+            gateway: profile.gateway_id.clone(),
+            message: format!("profile '{}' has no gateway", profile.id),
+        }),
+        (Some(first), _) => {
+            if first.gateway.id() != profile.gateway_id {
+                state
+                    .metrics()
+                    .fallback(&profile.gateway_id, first.gateway.id());
+            }
+            Ok(candidates)
+        }
+    }
+}
+
+fn gateway_for(state: &AppState, id: &str) -> Result<Arc<dyn Gateway>, TurnError> {
     let Some(gateway) = state.instances().get(id) else {
         let message = match state.instances().failure(id) {
             Some(f) => format!("gateway '{id}' is not available: {}", f.reason),
             None => format!("gateway '{id}' is not available"),
         };
         return Err(TurnError::GatewayUnavailable {
-            gateway: id.clone(),
+            gateway: id.to_string(),
             message,
         });
     };
     gateway
         .is_configured()
         .map_err(|e| TurnError::GatewayUnavailable {
-            gateway: id.clone(),
+            gateway: id.to_string(),
             message: e.to_string(),
         })?;
     Ok(gateway.clone())
@@ -258,7 +340,10 @@ fn gateway_for(state: &AppState, profile: &Profile) -> Result<Arc<dyn Gateway>, 
 /// Per-turn bookkeeping; dropping it (client gone) cancels the upstream.
 struct Tail {
     state: AppState,
-    gateway: String,
+    /// The gateway tried first.
+    primary: String,
+    /// The gateway that answered, when it is not `primary`.
+    answered: Arc<OnceLock<String>>,
     session_key: Option<String>,
     user: Arc<str>,
     history_limit: usize,
@@ -271,13 +356,18 @@ struct Tail {
 }
 
 impl Tail {
+    /// The gateway answering this turn.
+    fn gateway(&self) -> &str {
+        self.answered.get().unwrap_or(&self.primary)
+    }
+
     fn first_token(&mut self) -> Duration {
         if let Some(t) = self.ttft {
             return t;
         }
         let t = self.started.elapsed();
         self.ttft = Some(t);
-        self.state.metrics().ttft(&self.gateway, t);
+        self.state.metrics().ttft(self.gateway(), t);
         t
     }
 
@@ -285,7 +375,7 @@ impl Tail {
         let ms = self.first_token().as_millis() as u64;
         Event::Handshake {
             ms,
-            gateway: Some(self.gateway.clone()),
+            gateway: Some(self.gateway().to_string()),
         }
     }
 
@@ -313,7 +403,7 @@ impl Tail {
                     total_ms: self.started.elapsed().as_millis() as u64,
                 };
                 self.remember(&response).await;
-                tracing::debug!(gateway = %self.gateway, ttft_ms = ?timing.ttft_ms,
+                tracing::debug!(gateway = %self.gateway(), ttft_ms = ?timing.ttft_ms,
                     total_ms = timing.total_ms, "turn done");
                 vec![Event::TextDone {
                     response,
@@ -326,7 +416,7 @@ impl Tail {
             Event::Error { .. } => {
                 self.done = true;
                 if !self.saw_error.load(Ordering::Relaxed) {
-                    self.state.metrics().error(&self.gateway, "stream_error");
+                    self.state.metrics().error(self.gateway(), "stream_error");
                 }
                 vec![event]
             }
@@ -359,8 +449,8 @@ impl Drop for Tail {
         if !self.done {
             self.state
                 .metrics()
-                .error(&self.gateway, "client_disconnected");
-            tracing::debug!(gateway = %self.gateway, "client went away; upstream cancelled");
+                .error(self.gateway(), "client_disconnected");
+            tracing::debug!(gateway = %self.gateway(), "client went away; upstream cancelled");
         }
     }
 }

@@ -39,6 +39,10 @@ pub enum Reply {
     },
     /// Answer with this HTTP status and body.
     Status(u16, String),
+    /// Answer with this HTTP status, extra headers (e.g. `Retry-After`) and JSON body.
+    StatusWith(u16, Vec<(String, String)>, String),
+    /// Stream these tokens, then end the body without `finish_reason` or `[DONE]` (cut off).
+    Cut(Vec<String>),
 }
 
 impl Reply {
@@ -46,11 +50,32 @@ impl Reply {
     pub fn tokens(tokens: &[&str]) -> Self {
         Reply::Tokens(tokens.iter().map(|t| t.to_string()).collect())
     }
+
+    /// An HTTP error with the provider's JSON error body and a `Retry-After: <seconds>` header.
+    pub fn retry_after(status: u16, seconds: u64) -> Self {
+        Reply::StatusWith(
+            status,
+            vec![("retry-after".into(), seconds.to_string())],
+            json!({"error": {"message": "Rate limit reached, retry later", "type": "rate_limit"}})
+                .to_string(),
+        )
+    }
+
+    /// A reply whose body stays open without sending a token until the host hangs up (a
+    /// provider that never starts answering); `closed` fires when the host drops it.
+    pub fn silent(closed: oneshot::Sender<()>) -> Self {
+        Reply::Hold {
+            first: Vec::new(),
+            release: Arc::new(Notify::new()),
+            closed,
+        }
+    }
 }
 
 #[derive(Default)]
 struct MockState {
     requests: Mutex<Vec<Value>>,
+    times: Mutex<Vec<std::time::Instant>>,
     headers: Mutex<Vec<axum::http::HeaderMap>>,
     script: Mutex<VecDeque<Reply>>,
 }
@@ -103,6 +128,7 @@ async fn completions(
     headers: axum::http::HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    state.times.lock().push(std::time::Instant::now());
     state.requests.lock().push(body);
     state.headers.lock().push(headers);
     let reply = state
@@ -148,6 +174,28 @@ async fn completions(
             body,
         )
             .into_response(),
+        Reply::StatusWith(status, headers, body) => {
+            let mut response = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+            for (name, value) in headers {
+                if let (Ok(name), Ok(value)) = (
+                    header::HeaderName::from_bytes(name.as_bytes()),
+                    header::HeaderValue::from_str(&value),
+                ) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
+        Reply::Cut(tokens) => {
+            let mut pieces = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+            pieces.extend(token_chunks(&tokens));
+            sse(Body::from(pieces.concat()))
+        }
     }
 }
 
@@ -194,6 +242,41 @@ impl MockUpstream {
     pub fn request_headers(&self) -> Vec<axum::http::HeaderMap> {
         self.state.headers.lock().clone()
     }
+
+    /// The `Authorization` header of every request (`None` where absent).
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.request_headers()
+            .iter()
+            .map(|h| {
+                h.get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// When each request arrived, in order.
+    pub fn request_times(&self) -> Vec<std::time::Instant> {
+        self.state.times.lock().clone()
+    }
+}
+
+/// A `http://127.0.0.1:port/v1` base URL where nothing listens (connections are refused).
+pub async fn refused_base_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    drop(listener);
+    format!("http://{addr}/v1")
+}
+
+/// A profile JSON like [`profile`] answered by `gateway`, then by `fallbacks` in order.
+pub fn profile_on(id: &str, gateway: &str, fallbacks: &[&str]) -> Value {
+    let mut value = profile(id);
+    value["adapter_config"]["gateway_id"] = json!(gateway);
+    value["adapter_config"]["fallback_gateway_ids"] = json!(fallbacks);
+    value
 }
 
 /// Serve a router on 127.0.0.1:0 in the background; returns the address.
@@ -230,6 +313,8 @@ pub struct HostSpec {
     pub config: Value,
     /// Whether `OPENAI_COMPAT_API_KEY` is set.
     pub with_key: bool,
+    /// More environment variables for the gateways (e.g. a named instance's `api_key_env`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for HostSpec {
@@ -239,11 +324,18 @@ impl Default for HostSpec {
             prompt: Some("# comment\nYou speak briefly.\n".into()),
             config: json!({}),
             with_key: true,
+            env: Vec::new(),
         }
     }
 }
 
 impl HostSpec {
+    /// Set an environment variable for the gateways.
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     /// Add a profile file `<id>.json`.
     pub fn with_profile(mut self, value: Value) -> Self {
         let id = value["id"].as_str().unwrap_or("x").to_string();
@@ -284,10 +376,16 @@ pub fn write_dirs(dir: &Path, spec: &HostSpec) -> (PathBuf, PathBuf) {
 
 /// The harness's environment: openai-compat at `upstream`, with or without a key.
 pub fn env_for(upstream: &MockUpstream, with_key: bool) -> Env {
+    env_with(upstream, with_key, &[])
+}
+
+/// [`env_for`] plus `extra` variables.
+pub fn env_with(upstream: &MockUpstream, with_key: bool, extra: &[(String, String)]) -> Env {
     let mut pairs = vec![("OPENAI_COMPAT_BASE_URL".to_string(), upstream.base_url())];
     if with_key {
         pairs.push(("OPENAI_COMPAT_API_KEY".into(), TEST_KEY.into()));
     }
+    pairs.extend(extra.iter().cloned());
     Env::from_pairs(pairs)
 }
 
@@ -312,7 +410,8 @@ impl TestHost {
         )
         .expect("valid test config");
         let registry = Registry::from_inventory().expect("registry");
-        let state = AppState::load(config, &registry, &env_for(&upstream, spec.with_key));
+        let env = env_with(&upstream, spec.with_key, &spec.env);
+        let state = AppState::load(config, &registry, &env);
         let addr = serve(gateway_host::app(state.clone())).await;
         Self {
             url: format!("http://{addr}"),

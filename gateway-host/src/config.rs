@@ -286,12 +286,14 @@ impl HostConfig {
     }
 }
 
-/// True for keys whose values must never be shown.
+/// True for keys whose values must never be shown. `token` counts only at the end of a key
+/// (`access_token`), so `max_tokens` and `first_token_timeout_ms` stay visible.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["key", "token", "secret", "password", "authorization"]
-        .iter()
-        .any(|s| key.contains(s))
+    key.ends_with("token")
+        || ["key", "secret", "password", "authorization"]
+            .iter()
+            .any(|s| key.contains(s))
 }
 
 /// Replace, recursively, the values of secret-looking keys by `"***"`.
@@ -424,8 +426,20 @@ mod tests {
                 ..GatewayConfig::default()
             },
         );
+        c.gateways
+            .get_mut("x")
+            .unwrap()
+            .settings
+            .insert("access_token".into(), "tok-1".into());
+        c.gateways
+            .get_mut("x")
+            .unwrap()
+            .settings
+            .insert("max_tokens".into(), 77.into());
         let text = c.redacted().to_string();
         assert!(!text.contains("sk-secret") && !text.contains("Bearer"));
+        assert!(!text.contains("tok-1"), "{text}");
+        assert!(text.contains("\"max_tokens\":77") && text.contains("\"first_token_ms\":30000"));
         assert!(text.contains("\"model\":\"m\""));
     }
 }

@@ -37,8 +37,11 @@ pub struct Report {
 }
 
 impl Report {
-    /// Inspect instances, profiles and the prompt file. An unconfigured gateway is a problem
-    /// only when a profile uses it; otherwise a warning.
+    /// Inspect instances, profiles and the prompt file. An instance that failed to build
+    /// (unknown kind, bad settings) is a problem; an unconfigured one (key variable unset) is a
+    /// problem when a profile uses it (as gateway or fallback), else a warning; a configured
+    /// `[gateways.*]` instance no profile uses is a warning. Profiles naming an unknown gateway
+    /// or fallback are problems (reported by the profile loader).
     pub fn of(state: &AppState) -> Self {
         let mut findings = Vec::new();
         let mut push = |section, level, subject: &str, detail: String| {
@@ -60,12 +63,35 @@ impl Report {
         for g in state.instances().iter() {
             let users = used_by(g.id());
             let model = g.default_model().unwrap_or("-");
+            let declared = state.config().gateways.contains_key(g.id());
             match g.is_configured() {
+                Ok(()) if users.is_empty() && declared => push(
+                    "gateway",
+                    Level::Warning,
+                    g.id(),
+                    format!(
+                        "kind {}, configured, default model {model}, but no profile uses it",
+                        g.kind()
+                    ),
+                ),
+                Ok(()) if users.is_empty() => push(
+                    "gateway",
+                    Level::Ok,
+                    g.id(),
+                    format!(
+                        "kind {}, configured, default model {model} (built in; no profile uses it)",
+                        g.kind()
+                    ),
+                ),
                 Ok(()) => push(
                     "gateway",
                     Level::Ok,
                     g.id(),
-                    format!("kind {}, configured, default model {model}", g.kind()),
+                    format!(
+                        "kind {}, configured, default model {model} (used by {})",
+                        g.kind(),
+                        users.join(", ")
+                    ),
                 ),
                 Err(e) if users.is_empty() => push(
                     "gateway",
@@ -90,11 +116,15 @@ impl Report {
             );
         }
         for p in state.profiles().iter() {
+            let fallbacks = match p.fallback_gateway_ids.as_slice() {
+                [] => String::new(),
+                ids => format!(", then {}", ids.join(", ")),
+            };
             push(
                 "profile",
                 Level::Ok,
                 &p.file,
-                format!("id {}, gateway {}", p.id, p.gateway_id),
+                format!("id {}, gateway {}{fallbacks}", p.id, p.gateway_id),
             );
         }
         for problem in state.profiles().problems() {

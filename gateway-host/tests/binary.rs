@@ -248,3 +248,102 @@ fn check_exit_code_follows_problems_and_redacts_secrets() {
     assert!(!output.status.success(), "{text}");
     assert!(text.contains("OPENAI_COMPAT_API_KEY"), "{text}");
 }
+
+#[test]
+fn check_reports_unknown_kinds_unset_keys_unused_instances_and_unknown_fallbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    write_profiles(dir.path());
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        r#"
+[gateways.mystery]
+kind = "nope"
+
+[gateways.groq]
+kind = "openai-compat"
+base_url = "http://127.0.0.1:9/v1"
+api_key_env = "GROQ_API_KEY"
+
+[gateways.spare]
+kind = "openai-compat"
+base_url = "http://127.0.0.1:9/v1"
+auth = "none"
+
+[gateways.ollama]
+kind = "openai-compat"
+base_url = "http://127.0.0.1:9/v1"
+auth = "none"
+"#,
+    )
+    .unwrap();
+    let profile = |id: &str, gateway: &str, fallbacks: &[&str]| {
+        let p = json!({"id": id, "adapter_config": {"gateway_id": gateway,
+                       "fallback_gateway_ids": fallbacks}});
+        std::fs::write(
+            dir.path().join(format!("profiles/{id}.json")),
+            p.to_string(),
+        )
+        .unwrap();
+    };
+    profile("slow", "groq", &["ollama"]);
+    profile("fast", "openai-compat", &["ghost"]);
+    let output = command(dir.path(), &["check"])
+        .env("OPENAI_COMPAT_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{text}");
+    let line = |subject: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!(" {subject}: ")))
+            .unwrap_or_else(|| panic!("no line for {subject}:\n{text}"))
+            .to_string()
+    };
+    let mystery = line("mystery");
+    assert!(
+        mystery.contains("PROBLEM") && mystery.contains("unknown gateway kind 'nope'"),
+        "{mystery}"
+    );
+    let groq = line("groq");
+    assert!(
+        groq.contains("PROBLEM") && groq.contains("GROQ_API_KEY is not set"),
+        "{groq}"
+    );
+    assert!(groq.contains("used by slow"), "{groq}");
+    let spare = line("spare");
+    assert!(
+        spare.contains("warning") && spare.contains("no profile uses it"),
+        "{spare}"
+    );
+    let ollama = line("ollama");
+    assert!(
+        ollama.contains("ok") && ollama.contains("used by slow"),
+        "{ollama}"
+    );
+    let fast = line("fast.json");
+    assert!(
+        fast.contains("PROBLEM") && fast.contains("unknown gateway 'ghost'"),
+        "{fast}"
+    );
+    assert!(line("slow.json").contains("gateway groq, then ollama"));
+    assert!(!text.contains(KEY), "{text}");
+
+    // With the key set and the broken pieces gone, check passes (unused instance: a warning).
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "[gateways.groq]\nkind = \"openai-compat\"\napi_key_env = \"GROQ_API_KEY\"\n\
+         [gateways.spare]\nkind = \"openai-compat\"\nauth = \"none\"\n",
+    )
+    .unwrap();
+    std::fs::remove_file(dir.path().join("profiles/fast.json")).unwrap();
+    profile("slow", "groq", &[]);
+    let output = command(dir.path(), &["check"])
+        .env("OPENAI_COMPAT_API_KEY", KEY)
+        .env("GROQ_API_KEY", "gsk-check-test")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("0 problem(s), 1 warning(s)"), "{text}");
+    assert!(!text.contains("gsk-check-test"), "{text}");
+}

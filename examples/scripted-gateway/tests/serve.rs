@@ -1,0 +1,148 @@
+//! The `scripted-gateway` binary serves a third-party `scripted` instance and an
+//! `openai-compat` instance (in front of a mock upstream on 127.0.0.1) side by side.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use gateway_tests::{Answer, MockUpstream, Reply};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scripted-gateway");
+const KEY: &str = "sk-scripted-example-test-4242";
+
+/// Kills the child when the test ends, even on a failed assertion.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_scripted_and_openai_compat_side_by_side() {
+    let upstream = MockUpstream::start().await;
+    upstream.push(Reply::tokens(&["From", " the", " cloud."]));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("profiles")).unwrap();
+    std::fs::write(
+        root.join("gateway.toml"),
+        format!(
+            r#"
+default_profile = "robot"
+
+[gateways.robot]
+kind = "scripted"
+reply = "Robot heard {{message}} on turn {{turn}}."
+
+[gateways.cloud]
+kind = "openai-compat"
+base_url = "{}"
+api_key_env = "CLOUD_API_KEY"
+model = "cloud-model"
+"#,
+            upstream.base_url()
+        ),
+    )
+    .unwrap();
+    for (id, gateway) in [("robot", "robot"), ("cloud", "cloud")] {
+        let profile = json!({"id": id, "adapter_config": {"gateway_id": gateway}});
+        std::fs::write(
+            root.join(format!("profiles/{id}.json")),
+            profile.to_string(),
+        )
+        .unwrap();
+    }
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(root)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CLOUD_API_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let pipe = BufReader::new(child.stderr.take().unwrap());
+    let log = stderr.clone();
+    std::thread::spawn(move || {
+        for line in pipe.lines().map_while(Result::ok) {
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let child = Child(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
+    let url = line
+        .trim()
+        .strip_prefix("gateway-host listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let gateways: Value = client
+        .get(format!("{url}/v1/gateways"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kind_of = |id: &str| {
+        gateways["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == id)
+            .map(|g| g["kind"].clone())
+            .unwrap_or_else(|| panic!("{id} not listed: {gateways}"))
+    };
+    assert_eq!(kind_of("robot"), "scripted");
+    assert_eq!(kind_of("cloud"), "openai-compat");
+    assert_eq!(
+        kind_of("scripted"),
+        "scripted",
+        "built-in instance of the kind"
+    );
+
+    let turn = |profile: &'static str| {
+        let request = client
+            .post(format!("{url}/v1/conversation"))
+            .json(&json!({"message": "hello", "profile": profile}))
+            .send();
+        async move { Answer::read(request.await.unwrap()).await }
+    };
+    let (robot, cloud) = tokio::join!(turn("robot"), turn("cloud"));
+    assert_eq!(robot.last()["type"], "text_done", "{}", robot.body);
+    assert_eq!(robot.last()["response"], "Robot heard hello on turn 1.");
+    assert_eq!(robot.events[0]["gateway"], "robot");
+    assert_eq!(cloud.last()["type"], "text_done", "{}", cloud.body);
+    assert_eq!(cloud.text(), "From the cloud.");
+    assert_eq!(cloud.events[0]["gateway"], "cloud");
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "only the cloud profile went upstream"
+    );
+    assert_eq!(upstream.last_request()["model"], "cloud-model");
+    assert_eq!(upstream.authorizations(), [Some(format!("Bearer {KEY}"))]);
+    drop(child);
+}

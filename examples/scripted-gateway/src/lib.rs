@@ -104,13 +104,15 @@ fn build(config: &InstanceConfig) -> Result<Arc<dyn Gateway>, GatewayError> {
     )))
 }
 
-inventory::submit! {
-    GatewayKind {
-        id: KIND_ID,
-        description: "deterministic scripted answers (example third-party kind)",
-        build,
-    }
-}
+/// The `scripted` kind. Linking this crate registers it; tests can also hand it to
+/// `Registry::from_kinds([&KIND])` to get a registry of exactly this kind.
+pub const KIND: GatewayKind = GatewayKind {
+    id: KIND_ID,
+    description: "deterministic scripted answers (example third-party kind)",
+    build,
+};
+
+inventory::submit! { KIND }
 
 #[async_trait]
 impl Gateway for Scripted {

@@ -34,27 +34,38 @@
 //! `timeouts.{connect_ms = 5000, first_token_ms = 30000, idle_ms = 30000}` (passed to every
 //! gateway instance as `connect_timeout_ms`, `first_token_timeout_ms`, `idle_timeout_ms` unless
 //! it sets its own; gateway kinds should accept these three keys), `keepalive_secs = 15`,
-//! `limits.{max_body_bytes = 65536, max_message_chars = 16000}`.
+//! `limits.{max_body_bytes = 65536, max_message_chars = 16000}`,
+//! `retry.{max_attempts = 2, max_retry_after_ms = 5000}` (per instance: `[gateways.<id>]
+//! retry = {...}`).
 //!
 //! **Gateways.** Every linked kind has a built-in instance named after it, configured from
 //! `<KIND>_*` variables (`OPENAI_COMPAT_API_KEY`, `OPENAI_COMPAT_BASE_URL`, `OPENAI_COMPAT_MODEL`,
 //! ...) and optionally a `[gateways.<kind>]` table. More instances are declared as
 //! `[gateways.groq] kind = "openai-compat"` plus the kind's settings (`base_url`, `api_key_env`,
-//! `model`, ...). An instance with an unknown kind or bad settings is reported and skipped;
-//! one without its key is listed as not configured and answers 503.
+//! `model`, `auth = "none"` for keyless local servers, ...). An instance with an unknown kind
+//! or bad settings is reported and skipped; one without its key is listed as not configured and
+//! answers 503.
+//!
+//! **Fallbacks.** A profile's `adapter_config.fallback_gateway_ids` are tried in order when its
+//! gateway fails before the first token (connection error, timeout, 429, 5xx); a 429/503 with
+//! a short enough `Retry-After` is first retried on the same instance. After the first token
+//! there is no switch. The `handshake` event names the instance that answered. See
+//! [`failover`] for the policy.
 //!
 //! **Profiles** are OpenVoiceUI JSON files in `profiles_dir` (every `*.json`, unknown fields
 //! kept). Used: `id` (`^[a-z0-9-]+$`), `name`, `adapter`, `adapter_config.gateway_id` (default
 //! `openai-compat`), `adapter_config.sessionKey`, `llm.model`, `llm.parameters.max_tokens`,
-//! `llm.parameters.temperature`, `system_prompt`, `context.max_history_messages`. A broken file
-//! (bad JSON, bad or duplicate id, unknown gateway) is reported by name and skipped.
+//! `llm.parameters.temperature`, `system_prompt`, `context.max_history_messages`,
+//! `adapter_config.fallback_gateway_ids`. A broken file
+//! (bad JSON, bad or duplicate id, unknown gateway or fallback) is reported by name and skipped.
 //!
 //! **System prompt** of a turn: `prompts_dir/voice-system-prompt.md` without its `#` lines,
 //! then the profile's `system_prompt`. Edits are live on the next request.
 //!
 //! **`gateway-host check`** prints the effective config (secrets redacted), every gateway,
 //! profile and the prompt file, and exits non-zero on a problem: bad config, broken profile,
-//! failed instance, or an unconfigured gateway that a profile uses (unused: a warning).
+//! failed instance (unknown kind, bad settings), or an unconfigured gateway that a profile uses
+//! (unused: a warning); a declared instance no profile uses is a warning.
 //!
 //! **HTTP API**: `POST /v1/conversation` `{profile?, message, session_key?, agent_id?,
 //! system_prompt?}` → SSE (`event: <type>`, `data: <event json>`, `: keep-alive` comments) or

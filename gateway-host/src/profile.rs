@@ -33,7 +33,8 @@ pub struct Profile {
     pub gateway_id: String,
     /// Default session key (`adapter_config.sessionKey`).
     pub session_key: Option<String>,
-    /// Gateways to try when the main one fails transiently (not used yet).
+    /// Gateways tried in order when the main one fails before its first token
+    /// (`adapter_config.fallback_gateway_ids`; see [`crate::failover`]).
     pub fallback_gateway_ids: Vec<String>,
     /// Model override (`llm.model`).
     pub model: Option<String>,

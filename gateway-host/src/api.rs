@@ -52,6 +52,14 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 409: the request does not fit the current state (e.g. nothing to interrupt).
+    #[error("{message}")]
+    Conflict {
+        /// Stable code (`not_in_flight`).
+        code: &'static str,
+        /// Details.
+        message: String,
+    },
     /// 503: the gateway or the store cannot serve.
     #[error("{message}")]
     Unavailable {
@@ -70,11 +78,13 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    /// A 400 `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             code: "bad_request",
             message: message.into(),
@@ -125,29 +135,53 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map(|l| l.0)
-            .unwrap_or_default();
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(limit)
-            } else {
-                ApiError::bad_request(r.body_text())
-            }
-        })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            if e.classify() == serde_json::error::Category::Data {
-                ApiError::Unprocessable(e.to_string())
-            } else {
-                ApiError::BadRequest {
-                    code: "invalid_json",
-                    message: format!("invalid JSON body: {e}"),
-                }
-            }
-        })
+        let bytes = body_bytes(req, state).await?;
+        decode_json(&bytes).map(JsonBody)
     }
+}
+
+/// Like [`JsonBody`], but an empty (or all-whitespace) body is `None`.
+#[derive(Debug, Clone)]
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        decode_json(&bytes).map(|v| OptionalJsonBody(Some(v)))
+    }
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map(|l| l.0)
+        .unwrap_or_default();
+    Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::bad_request(r.body_text())
+        }
+    })
+}
+
+fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            ApiError::Unprocessable(e.to_string())
+        } else {
+            ApiError::BadRequest {
+                code: "invalid_json",
+                message: format!("invalid JSON body: {e}"),
+            }
+        }
+    })
 }
 
 /// The configured body limit, put in request extensions for error messages.
@@ -162,7 +196,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/profiles", get(list_profiles))
         .route("/v1/profiles/{id}", get(get_profile))
         .route("/v1/gateways", get(list_gateways))
-        .route("/v1/sessions/{key}", delete(delete_session))
+        .route(
+            "/v1/sessions/{key}",
+            delete(delete_session).get(crate::session_api::get_session),
+        )
+        .route(
+            "/v1/sessions/{key}/interrupt",
+            post(crate::session_api::interrupt),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -83,8 +83,12 @@ pub mod metrics;
 pub mod profile;
 pub mod prompt;
 pub mod report;
+pub mod sentences;
+pub mod session_api;
+pub mod sessions;
 pub mod state;
 pub mod turn;
+pub mod voice;
 
 use std::process::ExitCode;
 

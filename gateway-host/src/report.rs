@@ -126,6 +126,9 @@ impl Report {
                 &p.file,
                 format!("id {}, gateway {}{fallbacks}", p.id, p.gateway_id),
             );
+            for problem in crate::voice::VoiceSettings::problems(p) {
+                push("profile", Level::Problem, &p.file, problem);
+            }
         }
         for problem in state.profiles().problems() {
             push(

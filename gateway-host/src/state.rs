@@ -10,6 +10,7 @@ use crate::instances::Instances;
 use crate::metrics::Metrics;
 use crate::profile::ProfileSet;
 use crate::prompt::PromptStore;
+use crate::sessions::Sessions;
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -24,6 +25,7 @@ struct Shared {
     prompts: PromptStore,
     store: Arc<dyn SessionStore>,
     metrics: Metrics,
+    sessions: Sessions,
 }
 
 impl std::fmt::Debug for AppState {
@@ -62,6 +64,7 @@ impl AppState {
                 prompts,
                 store,
                 metrics: Metrics::new(),
+                sessions: Sessions::new(),
             }),
         }
     }
@@ -102,5 +105,10 @@ impl AppState {
     /// Metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Sessions with turns running or waiting (queue modes, interrupts).
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
     }
 }

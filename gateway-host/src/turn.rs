@@ -14,7 +14,10 @@ use serde::Deserialize;
 use crate::failover::{self, Candidate, Next, Note, Observer};
 use crate::metrics::InFlight;
 use crate::profile::{is_valid_id, Profile};
+use crate::sentences::SentenceSplitter;
+use crate::sessions::{Ticket, TurnEntry};
 use crate::state::AppState;
+use crate::voice::VoiceSettings;
 
 /// Longest accepted session key.
 pub const MAX_SESSION_KEY_LEN: usize = 128;
@@ -45,6 +48,9 @@ pub struct TurnRequest {
     /// `"default"`/absent: file + profile prompt; `"none"`: no system message; else used as is.
     #[serde(default)]
     pub system_prompt: Option<String>,
+    /// Emit `sentence` events; the profile's `voice.sentence_events` when absent.
+    #[serde(default)]
+    pub sentences: Option<bool>,
 }
 
 /// Why a turn could not start. Messages are fit for clients.
@@ -154,6 +160,22 @@ async fn prepare(
     let history_limit = profile
         .max_history_messages
         .unwrap_or(config.memory.max_messages);
+    let voice = VoiceSettings::of(&profile);
+    let user: Arc<str> = message.into();
+    let cancel = CancellationToken::new();
+    // Wait for this session's turns ahead (or steer over them) before reading its history.
+    let ticket = match &session_key {
+        Some(key) => {
+            let entry = TurnEntry {
+                user: user.clone(),
+                history_limit,
+                cancel: cancel.clone(),
+            };
+            let store = state.store().as_ref();
+            Some(state.sessions().enter(store, key, voice.queue_mode, entry).await)
+        }
+        None => None,
+    };
     let history = match &session_key {
         Some(key) => state.store().history(key, history_limit).await?,
         None => Vec::new(),
@@ -166,13 +188,11 @@ async fn prepare(
         Some(custom) if custom.trim().is_empty() => None,
         Some(custom) => Some(custom.into()),
     };
-    let user: Arc<str> = message.into();
     let mut messages = Vec::with_capacity(history.len() + 2);
     messages.extend(system.map(ChatMessage::system));
     messages.extend(history);
     messages.push(ChatMessage::user(user.clone()));
 
-    let cancel = CancellationToken::new();
     let turn = Turn {
         messages,
         model: profile.model.clone(),
@@ -203,12 +223,27 @@ async fn prepare(
         done: false,
         saw_error,
         cancel,
+        ticket,
+        sentences: request
+            .sentences
+            .unwrap_or(voice.sentence_events)
+            .then(|| SentenceSplitter::new(voice.min_sentence_chars)),
+        actions: Vec::new(),
         _in_flight: state.metrics().stream_open(),
     };
     let events = stream::unfold(Some((Box::pin(finished), tail)), |st| async move {
         let (mut events, mut tail) = st?;
-        let event = events.next().await?;
+        if tail.done {
+            return None;
+        }
+        let event = tokio::select! {
+            biased;
+            // Interrupted: the upstream stream is dropped at once (its cancel already fired).
+            () = tail.interrupted() => return Some((vec![tail.interrupted_done()], None)),
+            event = events.next() => event?,
+        };
         let out = tail.process(event).await;
+        let out = tail.voice(out);
         Some((out, Some((events, tail))))
     })
     .flat_map(stream::iter);
@@ -352,6 +387,12 @@ struct Tail {
     done: bool,
     saw_error: Arc<AtomicBool>,
     cancel: CancellationToken,
+    /// The turn's place in its session's queue (turns with a session key).
+    ticket: Option<Ticket>,
+    /// Splits the answer into `sentence` events when enabled.
+    sentences: Option<SentenceSplitter>,
+    /// Actions passed on, for an interrupted turn's `text_done`.
+    actions: Vec<serde_json::Value>,
     _in_flight: InFlight,
 }
 
@@ -397,12 +438,15 @@ impl Tail {
                 interrupted,
                 ..
             } => {
+                if self.ticket.as_ref().is_some_and(|t| !t.claim()) {
+                    return vec![self.interrupted_done()];
+                }
                 self.done = true;
-                let timing = Timing {
-                    ttft_ms: self.ttft.map(|t| t.as_millis() as u64),
-                    total_ms: self.started.elapsed().as_millis() as u64,
-                };
+                let timing = self.timing();
                 self.remember(&response).await;
+                if let Some(ticket) = &self.ticket {
+                    ticket.release();
+                }
                 tracing::debug!(gateway = %self.gateway(), ttft_ms = ?timing.ttft_ms,
                     total_ms = timing.total_ms, "turn done");
                 vec![Event::TextDone {
@@ -414,6 +458,12 @@ impl Tail {
                 }]
             }
             Event::Error { .. } => {
+                if self.ticket.as_ref().is_some_and(Ticket::is_cut) {
+                    return vec![self.interrupted_done()];
+                }
+                if let Some(ticket) = &self.ticket {
+                    ticket.release();
+                }
                 self.done = true;
                 if !self.saw_error.load(Ordering::Relaxed) {
                     self.state.metrics().error(self.gateway(), "stream_error");
@@ -422,6 +472,69 @@ impl Tail {
             }
             other => vec![other],
         }
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            ttft_ms: self.ttft.map(|t| t.as_millis() as u64),
+            total_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Resolves when the turn is interrupted; never without a session.
+    async fn interrupted(&self) {
+        match &self.ticket {
+            Some(ticket) => ticket.interrupted().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The final event of an interrupted turn: what was streamed so far. Its memory is
+    /// written by whoever interrupted it.
+    fn interrupted_done(&mut self) -> Event {
+        self.done = true;
+        let response = self.ticket.as_ref().map(Ticket::streamed).unwrap_or_default();
+        tracing::debug!(gateway = %self.gateway(), streamed_chars = response.chars().count(),
+            "turn interrupted");
+        Event::TextDone {
+            response,
+            actions: std::mem::take(&mut self.actions),
+            timing: Some(self.timing()),
+            usage: None,
+            interrupted: true,
+        }
+    }
+
+    /// Note what is streamed (for interrupts) and add `sentence` events when enabled.
+    fn voice(&mut self, out: Vec<Event>) -> Vec<Event> {
+        if self.ticket.is_none() && self.sentences.is_none() {
+            return out;
+        }
+        let mut events = Vec::with_capacity(out.len() + 1);
+        for event in out {
+            match &event {
+                Event::Delta { text } => {
+                    if self.ticket.as_ref().is_some_and(|t| !t.record(text)) {
+                        return vec![self.interrupted_done()];
+                    }
+                    let sentences = self.sentences.as_mut().map(|s| s.push(text));
+                    events.push(event);
+                    events.extend(sentences.into_iter().flatten().map(|text| Event::Sentence { text }));
+                    continue;
+                }
+                Event::Action { action } => self.actions.push(action.clone()),
+                Event::TextDone {
+                    interrupted: false, ..
+                } => {
+                    if let Some(rest) = self.sentences.as_mut().and_then(SentenceSplitter::finish) {
+                        events.push(Event::Sentence { text: rest });
+                    }
+                }
+                _ => {}
+            }
+            events.push(event);
+        }
+        events
     }
 
     async fn remember(&self, response: &str) {

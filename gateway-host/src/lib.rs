@@ -56,8 +56,11 @@
 //! kept). Used: `id` (`^[a-z0-9-]+$`), `name`, `adapter`, `adapter_config.gateway_id` (default
 //! `openai-compat`), `adapter_config.sessionKey`, `llm.model`, `llm.parameters.max_tokens`,
 //! `llm.parameters.temperature`, `system_prompt`, `context.max_history_messages`,
-//! `adapter_config.fallback_gateway_ids`. A broken file
-//! (bad JSON, bad or duplicate id, unknown gateway or fallback) is reported by name and skipped.
+//! `adapter_config.fallback_gateway_ids`, `llm.queue.mode` (`collect` default, `steer`,
+//! `steer-backlog`), `llm.queue.block_streaming_chunk` and the host's own
+//! `voice.sentence_events` (see `docs/voice.md`). A broken file (bad JSON, bad or duplicate id,
+//! unknown gateway or fallback) is reported by name and skipped; an unknown queue mode is a
+//! `check` problem and runs as `collect`.
 //!
 //! **System prompt** of a turn: `prompts_dir/voice-system-prompt.md` without its `#` lines,
 //! then the profile's `system_prompt`. Edits are live on the next request.
@@ -68,10 +71,12 @@
 //! (unused: a warning); a declared instance no profile uses is a warning.
 //!
 //! **HTTP API**: `POST /v1/conversation` `{profile?, message, session_key?, agent_id?,
-//! system_prompt?}` → SSE (`event: <type>`, `data: <event json>`, `: keep-alive` comments) or
-//! NDJSON with `Accept: application/x-ndjson`; `GET /v1/profiles`, `GET /v1/profiles/{id}`,
-//! `GET /v1/gateways`, `DELETE /v1/sessions/{key}` (204, or 404 if unknown), `GET /healthz`,
-//! `GET /metrics`. Errors are `{"error": {"code", "message"}}` (400, 404, 413, 422, 503).
+//! system_prompt?, sentences?}` → SSE (`event: <type>`, `data: <event json>`, `: keep-alive`
+//! comments) or NDJSON with `Accept: application/x-ndjson`; `GET /v1/profiles`,
+//! `GET /v1/profiles/{id}`, `GET /v1/gateways`, `GET /v1/sessions/{key}` (history and queue state),
+//! `DELETE /v1/sessions/{key}` (204, or 404 if unknown), `POST /v1/sessions/{key}/interrupt`
+//! (`{"heard"?}`; 409 `not_in_flight` when nothing runs), `GET /healthz`, `GET /metrics`.
+//! Errors are `{"error": {"code", "message"}}` (400, 404, 409, 413, 422, 503).
 
 pub mod api;
 pub mod cli;

@@ -42,9 +42,9 @@ pub struct Profile {
     pub max_tokens: Option<u32>,
     /// Sampling temperature (`llm.parameters.temperature`).
     pub temperature: Option<f32>,
-    /// `llm.queue.mode` (not used yet).
+    /// `llm.queue.mode`: `collect`, `steer` or `steer-backlog` (see [`crate::sessions`]).
     pub queue_mode: Option<String>,
-    /// `llm.queue.block_streaming_chunk` (not used yet).
+    /// `llm.queue.block_streaming_chunk`: shortest `sentence` event in characters.
     pub block_streaming_chunk: Option<u32>,
     /// The profile's own instructions, appended after the voice prompt file.
     pub system_prompt: Option<String>,

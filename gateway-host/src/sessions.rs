@@ -445,7 +445,11 @@ impl Drop for Ticket {
         turns.retain(|c| !Arc::ptr_eq(c, &self.control));
         let empty = turns.is_empty();
         drop(turns);
-        if empty && slots.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.slot)) {
+        if empty
+            && slots
+                .get(&self.key)
+                .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+        {
             slots.remove(&self.key);
         }
         drop(slots);

@@ -172,7 +172,12 @@ async fn prepare(
                 cancel: cancel.clone(),
             };
             let store = state.store().as_ref();
-            Some(state.sessions().enter(store, key, voice.queue_mode, entry).await)
+            Some(
+                state
+                    .sessions()
+                    .enter(store, key, voice.queue_mode, entry)
+                    .await,
+            )
         }
         None => None,
     };
@@ -493,7 +498,11 @@ impl Tail {
     /// written by whoever interrupted it.
     fn interrupted_done(&mut self) -> Event {
         self.done = true;
-        let response = self.ticket.as_ref().map(Ticket::streamed).unwrap_or_default();
+        let response = self
+            .ticket
+            .as_ref()
+            .map(Ticket::streamed)
+            .unwrap_or_default();
         tracing::debug!(gateway = %self.gateway(), streamed_chars = response.chars().count(),
             "turn interrupted");
         Event::TextDone {
@@ -519,7 +528,12 @@ impl Tail {
                     }
                     let sentences = self.sentences.as_mut().map(|s| s.push(text));
                     events.push(event);
-                    events.extend(sentences.into_iter().flatten().map(|text| Event::Sentence { text }));
+                    events.extend(
+                        sentences
+                            .into_iter()
+                            .flatten()
+                            .map(|text| Event::Sentence { text }),
+                    );
                     continue;
                 }
                 Event::Action { action } => self.actions.push(action.clone()),

@@ -303,8 +303,10 @@ class Gateway(GatewayBase):
             elif kind == "handshake":
                 turn.put(event)
             elif kind == "text_done":
-                if not event.get("response"):
-                    event["response"] = None  # OpenVoiceUI's "empty answer" signal
+                if not event.get("response") and not event.get("interrupted"):
+                    # OpenVoiceUI's "empty answer" signal (it retries). A turn the user
+                    # interrupted before hearing anything keeps its "": no retry.
+                    event["response"] = None
                 if not isinstance(event.get("actions"), list):
                     event["actions"] = list(turn.captured or [])
                 turn.final(event)

@@ -4,7 +4,9 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,11 +16,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use figment::providers::Serialized;
 use figment::Figment;
+use futures::{Stream, StreamExt};
 use gateway_core::{Env, Registry};
+use gateway_host::sessions::SessionView;
 use gateway_host::{AppState, HostConfig};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
+
+/// Longest a test waits for an expected event before failing (a deadline, not a delay).
+pub const DEADLINE: Duration = Duration::from_secs(5);
 
 /// The fake API key the harness configures; tests assert it never leaks.
 pub const TEST_KEY: &str = "sk-test-SECRET-9f8e7d6c";
@@ -72,12 +79,25 @@ impl Reply {
     }
 }
 
-#[derive(Default)]
 struct MockState {
     requests: Mutex<Vec<Value>>,
     times: Mutex<Vec<std::time::Instant>>,
     headers: Mutex<Vec<axum::http::HeaderMap>>,
     script: Mutex<VecDeque<Reply>>,
+    /// Number of requests received, for waiting without polling.
+    received: watch::Sender<usize>,
+}
+
+impl Default for MockState {
+    fn default() -> Self {
+        Self {
+            requests: Mutex::default(),
+            times: Mutex::default(),
+            headers: Mutex::default(),
+            script: Mutex::default(),
+            received: watch::Sender::new(0),
+        }
+    }
 }
 
 /// A scripted OpenAI-compatible upstream that records every request body.
@@ -131,6 +151,7 @@ async fn completions(
     state.times.lock().push(std::time::Instant::now());
     state.requests.lock().push(body);
     state.headers.lock().push(headers);
+    state.received.send_modify(|n| *n += 1);
     let reply = state
         .script
         .lock()
@@ -236,6 +257,15 @@ impl MockUpstream {
             .last()
             .cloned()
             .expect("the mock received no request")
+    }
+
+    /// Wait until the mock has received `n` requests (fails after [`DEADLINE`]).
+    pub async fn wait_for_requests(&self, n: usize) {
+        let mut rx = self.state.received.subscribe();
+        tokio::time::timeout(DEADLINE, rx.wait_for(|count| *count >= n))
+            .await
+            .unwrap_or_else(|_| panic!("the mock did not receive {n} request(s) in time"))
+            .expect("mock state alive");
     }
 
     /// Headers of every request received so far.
@@ -452,6 +482,73 @@ impl TestHost {
         Answer::read(response).await
     }
 
+    /// POST /v1/conversation and return as soon as the response headers arrive, to read the
+    /// events one by one.
+    pub async fn open(&self, body: Value) -> EventReader {
+        let response = self
+            .client
+            .post(format!("{}/v1/conversation", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "conversation status");
+        EventReader::new(response)
+    }
+
+    /// POST /v1/conversation in a background task; the handle yields the whole answer.
+    pub fn spawn_sse(&self, body: Value) -> tokio::task::JoinHandle<Answer> {
+        let request = self
+            .client
+            .post(format!("{}/v1/conversation", self.url))
+            .json(&body);
+        tokio::spawn(async move { Answer::read(request.send().await.expect("request")).await })
+    }
+
+    /// POST a JSON body (or nothing) to a path, returning status and JSON.
+    pub async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.post(format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Wait until the host's view of session `key` satisfies `cond` (fails after
+    /// [`DEADLINE`]); woken by the registry's change counter, no polling.
+    pub async fn wait_session(&self, key: &str, cond: impl Fn(&SessionView) -> bool) {
+        let sessions = self.state.sessions().clone();
+        let mut changes = sessions.subscribe();
+        let wait = async {
+            while !cond(&sessions.view(key)) {
+                changes.changed().await.expect("registry alive");
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("session {key} did not reach the expected state"));
+    }
+
+    /// Wait until no session has a turn running or waiting (fails after [`DEADLINE`]).
+    pub async fn wait_no_sessions(&self) {
+        let sessions = self.state.sessions().clone();
+        let mut changes = sessions.subscribe();
+        let wait = async {
+            while !sessions.is_empty() {
+                changes.changed().await.expect("registry alive");
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{} session(s) still registered", sessions.len()));
+    }
+
     /// GET a path, returning status and JSON (or `Value::String` of the text).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
@@ -556,6 +653,96 @@ impl Answer {
             .filter_map(|e| e["text"].as_str())
             .collect()
     }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// Reads an SSE conversation answer event by event, as it streams.
+pub struct EventReader {
+    body: ByteStream,
+    buf: String,
+    /// Every event read so far.
+    pub events: Vec<Value>,
+}
+
+impl EventReader {
+    /// A reader of a `text/event-stream` response.
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            buf: String::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The next event, or `None` at the end of the stream (fails after [`DEADLINE`]).
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let data = frame.lines().find_map(|l| l.strip_prefix("data: "));
+                if let Some(data) = data {
+                    let event: Value = serde_json::from_str(data).expect("event JSON");
+                    self.events.push(event.clone());
+                    return Some(event);
+                }
+                continue; // a comment (keep-alive)
+            }
+            let chunk = tokio::time::timeout(DEADLINE, self.body.next())
+                .await
+                .expect("the stream stalled")?;
+            self.buf
+                .push_str(&String::from_utf8_lossy(&chunk.expect("body chunk")));
+        }
+    }
+
+    /// Read until the deltas so far contain `text`.
+    pub async fn until_text(&mut self, text: &str) {
+        while !self.text().contains(text) {
+            self.next()
+                .await
+                .unwrap_or_else(|| panic!("stream ended before {text:?}: {:?}", self.events));
+        }
+    }
+
+    /// Read to the end; returns every event of the stream.
+    pub async fn rest(&mut self) -> Vec<Value> {
+        while self.next().await.is_some() {}
+        self.events.clone()
+    }
+
+    /// The concatenated delta texts read so far.
+    pub fn text(&self) -> String {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "delta")
+            .filter_map(|e| e["text"].as_str())
+            .collect()
+    }
+}
+
+/// The non-system messages of an upstream request body as (role, content) pairs.
+pub fn chat_of(body: &Value) -> Vec<(String, String)> {
+    body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or_default().to_string(),
+                m["content"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// (role, content) pairs from string slices, to compare with [`chat_of`].
+pub fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(r, c)| (r.to_string(), c.to_string()))
+        .collect()
 }
 
 /// `<CARGO_MANIFEST_DIR>/../../shared`: the shared data beside the repository.

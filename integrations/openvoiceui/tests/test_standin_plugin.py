@@ -148,6 +148,12 @@ class Streaming(StandInCase):
         self.assertIsNone(events[-1]["response"])
         self.assertEqual(len(finals(events)), 1)
 
+    def test_interrupted_empty_answer_is_not_retried(self):
+        self.answer(http_head(), ndjson(dict(DONE, response="", interrupted=True)))
+        events = run_turn(self.gateway())
+        self.assertEqual(events[-1]["response"], "")
+        self.assertTrue(events[-1]["interrupted"])
+
     def test_missing_actions_filled_from_captured(self):
         action = {"type": "action", "action": {"name": "x"}}
         self.answer(http_head(), ndjson(action, {"type": "text_done", "response": "ok"}))

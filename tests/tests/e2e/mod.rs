@@ -6,3 +6,4 @@ mod failover;
 mod memory;
 mod profiles;
 mod prompt;
+mod voice;

@@ -206,6 +206,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::openai::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -85,6 +85,7 @@ pub mod demo;
 pub mod failover;
 pub mod instances;
 pub mod metrics;
+pub mod openai;
 pub mod profile;
 pub mod prompt;
 pub mod report;

@@ -1,6 +1,7 @@
 //! The turn pipeline: profile → instances (primary, then fallbacks: see [`crate::failover`]),
-//! messages = system prompt + history + user message, the gateway stream made well-formed,
-//! timing and the answering gateway filled in, memory stored on success.
+//! messages = system prompt + history + user message (or system prompt + a client-supplied
+//! conversation, see [`TurnOptions`]), the gateway stream made well-formed, timing and the
+//! answering gateway filled in, memory stored on success.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +52,19 @@ pub struct TurnRequest {
     /// Emit `sentence` events; the profile's `voice.sentence_events` when absent.
     #[serde(default)]
     pub sentences: Option<bool>,
+}
+
+/// Inputs of a turn beyond [`TurnRequest`], for front ends other than `/v1/conversation` (the
+/// OpenAI-compatible facade). The default changes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct TurnOptions {
+    /// The client's whole conversation, sent after the system prompt in place of session
+    /// history + `message` (which is then ignored); such a turn reads and stores no memory.
+    pub conversation: Option<Vec<ChatMessage>>,
+    /// Answer length in tokens; overrides the profile's `llm.parameters.max_tokens`.
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature; overrides the profile's `llm.parameters.temperature`.
+    pub temperature: Option<f32>,
 }
 
 /// Why a turn could not start. Messages are fit for clients.
@@ -107,7 +121,17 @@ pub async fn start(
     request: TurnRequest,
     started: Instant,
 ) -> Result<StartedTurn, TurnError> {
-    let result = prepare(state, request, started).await;
+    start_with(state, request, TurnOptions::default(), started).await
+}
+
+/// [`start`] with [`TurnOptions`]: a client-supplied conversation and sampling overrides.
+pub async fn start_with(
+    state: &AppState,
+    request: TurnRequest,
+    options: TurnOptions,
+    started: Instant,
+) -> Result<StartedTurn, TurnError> {
+    let result = prepare(state, request, options, started).await;
     if let Err(e) = &result {
         state.metrics().error("", e.code());
     }
@@ -117,11 +141,14 @@ pub async fn start(
 async fn prepare(
     state: &AppState,
     request: TurnRequest,
+    options: TurnOptions,
     started: Instant,
 ) -> Result<StartedTurn, TurnError> {
     let config = state.config();
     let message = request.message;
-    if message.trim().is_empty() {
+    if let Some(conversation) = &options.conversation {
+        check_conversation(conversation, config.limits.max_message_chars)?;
+    } else if message.trim().is_empty() {
         return Err(TurnError::BadRequest("message must not be empty".into()));
     }
     let chars = message.chars().count();
@@ -149,7 +176,9 @@ async fn prepare(
     let session_key = request
         .session_key
         .filter(|k| !k.is_empty())
-        .or_else(|| profile.session_key.clone());
+        .or_else(|| profile.session_key.clone())
+        // A client-supplied conversation is complete: no memory is read or stored.
+        .filter(|_| options.conversation.is_none());
     if let Some(key) = &session_key {
         if !is_valid_session_key(key) {
             return Err(TurnError::BadRequest(format!(
@@ -195,14 +224,19 @@ async fn prepare(
     };
     let mut messages = Vec::with_capacity(history.len() + 2);
     messages.extend(system.map(ChatMessage::system));
-    messages.extend(history);
-    messages.push(ChatMessage::user(user.clone()));
+    match options.conversation {
+        Some(conversation) => messages.extend(conversation),
+        None => {
+            messages.extend(history);
+            messages.push(ChatMessage::user(user.clone()));
+        }
+    }
 
     let turn = Turn {
         messages,
         model: profile.model.clone(),
-        max_tokens: profile.max_tokens,
-        temperature: profile.temperature,
+        max_tokens: options.max_tokens.or(profile.max_tokens),
+        temperature: options.temperature.or(profile.temperature),
         session_key: session_key.clone(),
         agent_id: request.agent_id,
         cancel: cancel.clone(),
@@ -257,6 +291,24 @@ async fn prepare(
         gateway: gateway_id,
         events: Box::pin(events),
     })
+}
+
+/// A client-supplied conversation: at least one message, each within the message limit.
+fn check_conversation(conversation: &[ChatMessage], max_chars: usize) -> Result<(), TurnError> {
+    if conversation.is_empty() {
+        return Err(TurnError::BadRequest(
+            "the conversation must hold at least one message".into(),
+        ));
+    }
+    for (i, m) in conversation.iter().enumerate() {
+        let chars = m.content.chars().count();
+        if chars > max_chars {
+            return Err(TurnError::BadRequest(format!(
+                "messages[{i}] is {chars} characters long; the limit is {max_chars}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Metrics and logs of a turn's attempts; records which gateway answered in `answered` when it

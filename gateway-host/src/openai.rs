@@ -1,0 +1,765 @@
+//! The OpenAI-compatible facade: `POST /v1/chat/completions` with `model` naming a profile
+//! (streamed or not), `GET /v1/models` and `GET /v1/models/{id}` listing profiles as models.
+//! Turns go through the same pipeline as `/v1/conversation` ([`crate::turn`]). Errors use
+//! OpenAI's shape `{"error": {"message", "type", "code", "param"}}`, so OpenAI SDKs raise
+//! their usual exceptions. The wire format is described in `docs/openai-api.md`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use gateway_core::{ChatMessage, Event, Role, Usage};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::profile::is_valid_id;
+use crate::state::AppState;
+use crate::turn::{self, is_valid_session_key, TurnError, TurnEvents, TurnOptions, TurnRequest};
+
+/// Request header that switches on server-side memory under this session key.
+pub const SESSION_KEY_HEADER: &str = "x-session-key";
+/// `owned_by` of every model in `GET /v1/models`.
+pub const OWNED_BY: &str = "gateway-host";
+/// The only finish reason reported: gateway events do not carry the upstream's.
+const FINISH_REASON: &str = "stop";
+/// Longest model id echoed back in a `model_not_found` message.
+const MAX_ECHOED_MODEL: usize = 100;
+
+/// The facade's routes, merged into [`crate::app`].
+pub fn routes() -> Router<AppState> {
+    let created = unix_now();
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route(
+            "/v1/models",
+            get(move |State(state): State<AppState>| async move { list_models(&state, created) }),
+        )
+        .route(
+            "/v1/models/{id}",
+            get(
+                move |State(state): State<AppState>, id: Result<Path<String>, PathRejection>| async move {
+                    get_model(&state, id, created)
+                },
+            ),
+        )
+}
+
+/// An error in OpenAI's shape `{"error": {"message", "type", "code", "param"}}`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OpenAiError {
+    /// 400 `invalid_request_error`: malformed or unsupported request.
+    #[error("{message}")]
+    InvalidRequest {
+        /// Stable code (`invalid_json`, `missing_required_parameter`, `invalid_value`, ...).
+        code: &'static str,
+        /// The offending parameter (`messages[1].content[0].type`), when known.
+        param: Option<String>,
+        /// Details.
+        message: String,
+    },
+    /// 404 `model_not_found`: no profile has this id.
+    #[error("The model '{0}' does not exist: no profile has this id (GET /v1/models lists them)")]
+    ModelNotFound(String),
+    /// 413: body over `limits.max_body_bytes`.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 503: the profile's gateway or the session store cannot serve.
+    #[error("{message}")]
+    Unavailable {
+        /// `gateway_unavailable` or `store_unavailable`.
+        code: &'static str,
+        /// Details, never a secret.
+        message: String,
+    },
+    /// 502 `upstream_error` (inside a stream: an error chunk): the upstream failed.
+    #[error("{0}")]
+    Upstream(String),
+}
+
+impl OpenAiError {
+    fn invalid(code: &'static str, param: Option<&str>, message: impl Into<String>) -> Self {
+        OpenAiError::InvalidRequest {
+            code,
+            param: param.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status answered before a stream starts.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            OpenAiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            OpenAiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            OpenAiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            OpenAiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            OpenAiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// OpenAI's error `type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            OpenAiError::InvalidRequest { .. }
+            | OpenAiError::ModelNotFound(_)
+            | OpenAiError::PayloadTooLarge(_) => "invalid_request_error",
+            OpenAiError::Unavailable { .. } | OpenAiError::Upstream(_) => "server_error",
+        }
+    }
+
+    /// OpenAI's error `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpenAiError::InvalidRequest { code, .. } | OpenAiError::Unavailable { code, .. } => {
+                code
+            }
+            OpenAiError::ModelNotFound(_) => "model_not_found",
+            OpenAiError::PayloadTooLarge(_) => "payload_too_large",
+            OpenAiError::Upstream(_) => "upstream_error",
+        }
+    }
+
+    /// The parameter at fault, when known.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            OpenAiError::InvalidRequest { param, .. } => param.as_deref(),
+            OpenAiError::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The JSON body `{"error": {...}}`.
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.to_string(),
+            "type": self.error_type(),
+            "code": self.code(),
+            "param": self.param(),
+        }})
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<TurnError> for OpenAiError {
+    fn from(e: TurnError) -> Self {
+        match e {
+            TurnError::BadRequest(message) => OpenAiError::invalid("invalid_value", None, message),
+            TurnError::UnknownProfile(id) => OpenAiError::ModelNotFound(id),
+            TurnError::GatewayUnavailable { .. } | TurnError::Store(_) => {
+                OpenAiError::Unavailable {
+                    code: e.code(),
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// The body of `POST /v1/chat/completions`; fields not listed are accepted and ignored.
+#[derive(Debug, Deserialize)]
+struct ChatRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<WireMessage>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    user: Option<String>,
+    /// Extension: `/v1/conversation`'s `system_prompt` (`"default"`, `"none"` or a text).
+    #[serde(default)]
+    system_prompt: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+}
+
+/// A validated request, ready for the turn pipeline.
+struct Plan {
+    profile: String,
+    request: TurnRequest,
+    options: TurnOptions,
+    stream: bool,
+    include_usage: bool,
+}
+
+impl ChatRequest {
+    fn parse(body: &[u8]) -> Result<Self, OpenAiError> {
+        serde_json::from_slice(body).map_err(|e| {
+            if e.classify() == serde_json::error::Category::Data {
+                OpenAiError::invalid("invalid_type", None, format!("invalid request: {e}"))
+            } else {
+                OpenAiError::invalid("invalid_json", None, format!("invalid JSON body: {e}"))
+            }
+        })
+    }
+
+    fn plan(self, state: &AppState, headers: &HeaderMap) -> Result<Plan, OpenAiError> {
+        let profile = match self.model {
+            Some(m) if !m.trim().is_empty() => m,
+            _ => {
+                return Err(OpenAiError::invalid(
+                    "missing_required_parameter",
+                    Some("model"),
+                    "you must provide a model parameter: the id of a profile (GET /v1/models)",
+                ))
+            }
+        };
+        if !is_valid_id(&profile) || state.profiles().get(&profile).is_none() {
+            return Err(OpenAiError::ModelNotFound(
+                profile.chars().take(MAX_ECHOED_MODEL).collect(),
+            ));
+        }
+        let Some(wire) = self.messages else {
+            return Err(OpenAiError::invalid(
+                "missing_required_parameter",
+                Some("messages"),
+                "you must provide a messages parameter",
+            ));
+        };
+        if wire.is_empty() {
+            return Err(OpenAiError::invalid(
+                "empty_array",
+                Some("messages"),
+                "messages must hold at least one message",
+            ));
+        }
+        let messages = wire
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| m.into_chat(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(n) = self.n.filter(|&n| n != 1) {
+            return Err(OpenAiError::invalid(
+                "invalid_value",
+                Some("n"),
+                format!("n = {n} is not supported: this endpoint returns one choice"),
+            ));
+        }
+        let (max_tokens, max_param) = match (self.max_completion_tokens, self.max_tokens) {
+            (Some(v), _) => (Some(v), "max_completion_tokens"),
+            (None, v) => (v, "max_tokens"),
+        };
+        if max_tokens == Some(0) {
+            return Err(OpenAiError::invalid(
+                "invalid_value",
+                Some(max_param),
+                format!("{max_param} must be at least 1"),
+            ));
+        }
+        if let Some(t) = self.temperature {
+            if !(0.0..=2.0).contains(&t) {
+                return Err(OpenAiError::invalid(
+                    "invalid_value",
+                    Some("temperature"),
+                    format!("temperature must be between 0 and 2, got {t}"),
+                ));
+            }
+        }
+        let options = TurnOptions {
+            conversation: None,
+            max_tokens,
+            temperature: self.temperature,
+        };
+        let mut request = TurnRequest {
+            profile: Some(profile.clone()),
+            system_prompt: self.system_prompt,
+            ..TurnRequest::default()
+        };
+        let options = match session_key(headers, self.user)? {
+            // Server-side memory: the last user message is the turn, history comes from the store.
+            Some(key) => {
+                let last_user = messages.into_iter().rev().find(|m| m.role == Role::User);
+                let Some(last_user) = last_user else {
+                    return Err(OpenAiError::invalid(
+                        "invalid_value",
+                        Some("messages"),
+                        "with server-side memory (user or X-Session-Key) messages must hold a \
+                         user message",
+                    ));
+                };
+                request.message = last_user.content.to_string();
+                request.session_key = Some(key);
+                options
+            }
+            None => TurnOptions {
+                conversation: Some(messages),
+                ..options
+            },
+        };
+        Ok(Plan {
+            profile,
+            request,
+            options,
+            stream: self.stream.unwrap_or(false),
+            include_usage: self
+                .stream_options
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// The session key for server-side memory: the `X-Session-Key` header, else `user`.
+fn session_key(headers: &HeaderMap, user: Option<String>) -> Result<Option<String>, OpenAiError> {
+    let (key, param) = match headers.get(SESSION_KEY_HEADER) {
+        Some(value) => match value.to_str() {
+            Ok(v) => (v.trim().to_string(), "X-Session-Key"),
+            Err(_) => {
+                return Err(OpenAiError::invalid(
+                    "invalid_value",
+                    Some("X-Session-Key"),
+                    "the X-Session-Key header must be plain ASCII",
+                ))
+            }
+        },
+        None => (user.unwrap_or_default(), "user"),
+    };
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if !is_valid_session_key(&key) {
+        return Err(OpenAiError::invalid(
+            "invalid_value",
+            Some(param),
+            format!(
+                "{param} is used as the memory session key and must be 1-{} of A-Z, a-z, 0-9, \
+                 . _ : -",
+                turn::MAX_SESSION_KEY_LEN
+            ),
+        ));
+    }
+    Ok(Some(key))
+}
+
+impl WireMessage {
+    fn into_chat(self, i: usize) -> Result<ChatMessage, OpenAiError> {
+        let param = format!("messages[{i}]");
+        let role = match self.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" | "function" => {
+                return Err(OpenAiError::invalid(
+                    "unsupported_value",
+                    Some(&format!("{param}.role")),
+                    format!(
+                        "{param}: role '{}' is not supported: this endpoint has no tool calling",
+                        self.role
+                    ),
+                ))
+            }
+            other => {
+                return Err(OpenAiError::invalid(
+                    "invalid_value",
+                    Some(&format!("{param}.role")),
+                    format!(
+                        "{param}: unknown role '{other}' (expected system, developer, user or \
+                         assistant)"
+                    ),
+                ))
+            }
+        };
+        let has_tool_calls = match &self.tool_calls {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(calls)) => !calls.is_empty(),
+            Some(_) => true,
+        };
+        if has_tool_calls {
+            return Err(OpenAiError::invalid(
+                "unsupported_value",
+                Some(&format!("{param}.tool_calls")),
+                format!("{param}: tool_calls are not supported: this endpoint has no tool calling"),
+            ));
+        }
+        let content = match self.content {
+            Some(Value::String(text)) => text,
+            Some(Value::Array(parts)) => text_of_parts(&param, parts)?,
+            None if role == Role::Assistant => String::new(),
+            None => {
+                return Err(OpenAiError::invalid(
+                    "missing_required_parameter",
+                    Some(&format!("{param}.content")),
+                    format!("{param}.content is required"),
+                ))
+            }
+            Some(_) => {
+                return Err(OpenAiError::invalid(
+                    "invalid_type",
+                    Some(&format!("{param}.content")),
+                    format!("{param}.content must be a string or an array of text parts"),
+                ))
+            }
+        };
+        Ok(ChatMessage::new(role, content))
+    }
+}
+
+/// The text of OpenAI's array-of-parts content: `text` parts joined by newlines; any other
+/// part type is rejected.
+fn text_of_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> {
+    let mut texts = Vec::with_capacity(parts.len());
+    for (j, part) in parts.into_iter().enumerate() {
+        let at = format!("{param}.content[{j}]");
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => match part.get("text").and_then(Value::as_str) {
+                Some(text) => texts.push(text.to_string()),
+                None => {
+                    return Err(OpenAiError::invalid(
+                        "invalid_type",
+                        Some(&format!("{at}.text")),
+                        format!("{at}: a text part needs a string 'text'"),
+                    ))
+                }
+            },
+            Some(other) => {
+                return Err(OpenAiError::invalid(
+                    "unsupported_content_part",
+                    Some(&format!("{at}.type")),
+                    format!(
+                        "{at}: content part type '{other}' is not supported; only 'text' parts \
+                         are accepted"
+                    ),
+                ))
+            }
+            None => {
+                return Err(OpenAiError::invalid(
+                    "invalid_type",
+                    Some(&format!("{at}.type")),
+                    format!("{at}: a content part needs a string 'type'"),
+                ))
+            }
+        }
+    }
+    Ok(texts.join("\n"))
+}
+
+/// What every chunk or completion of one response repeats.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Meta {
+    fn new(model: String) -> Self {
+        let random: String = std::iter::repeat_with(fastrand::alphanumeric)
+            .take(24)
+            .collect();
+        Self {
+            id: format!("chatcmpl-{random}"),
+            created: unix_now(),
+            model,
+        }
+    }
+
+    /// One `chat.completion.chunk` as JSON text. `usage`: absent without `include_usage`,
+    /// else `null` or the usage object.
+    fn chunk(&self, choice: Option<ChunkChoice<'_>>, usage: Option<Option<Usage>>) -> String {
+        let chunk = Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: choice.into_iter().collect(),
+            usage,
+        };
+        serde_json::to_string(&chunk).unwrap_or_default()
+    }
+
+    /// The `data:` payloads one turn event becomes.
+    fn frames(&self, event: Event, include_usage: bool) -> Vec<String> {
+        let usage_null = include_usage.then_some(None);
+        match event {
+            Event::Delta { text } if !text.is_empty() => {
+                vec![self.chunk(
+                    Some(ChunkChoice::delta(None, Some(&text), None)),
+                    usage_null,
+                )]
+            }
+            Event::TextDone { usage, .. } => {
+                let mut frames = vec![self.chunk(
+                    Some(ChunkChoice::delta(None, None, Some(FINISH_REASON))),
+                    usage_null,
+                )];
+                if let (true, Some(usage)) = (include_usage, usage) {
+                    frames.push(self.chunk(None, Some(Some(usage))));
+                }
+                frames.push("[DONE]".into());
+                frames
+            }
+            Event::Error { error } => vec![OpenAiError::Upstream(error).body().to_string()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn completion(&self, content: String, usage: Option<Usage>) -> Value {
+        let mut body = json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": null},
+                "logprobs": null,
+                "finish_reason": FINISH_REASON,
+            }],
+        });
+        if let Some(usage) = usage {
+            body["usage"] = json!(usage);
+        }
+        body
+    }
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<ChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<Usage>>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+impl<'a> ChunkChoice<'a> {
+    fn delta(
+        role: Option<&'static str>,
+        content: Option<&'a str>,
+        finish_reason: Option<&'static str>,
+    ) -> Self {
+        Self {
+            index: 0,
+            delta: Delta { role, content },
+            logprobs: None,
+            finish_reason,
+        }
+    }
+}
+
+async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OpenAiError> {
+    let started = Instant::now();
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            OpenAiError::PayloadTooLarge(state.config().limits.max_body_bytes)
+        } else {
+            OpenAiError::invalid("invalid_body", None, r.body_text())
+        }
+    })?;
+    let plan = ChatRequest::parse(&body)?.plan(&state, &headers)?;
+    let turn = turn::start_with(&state, plan.request, plan.options, started).await?;
+    let meta = Meta::new(plan.profile);
+    if plan.stream {
+        Ok(stream_response(
+            &state,
+            turn.events,
+            meta,
+            plan.include_usage,
+        ))
+    } else {
+        complete(turn.events, meta).await
+    }
+}
+
+/// SSE: a role chunk at once, content chunks, a finish chunk, the usage chunk when asked for
+/// and known, `[DONE]`; a failed turn ends with an `{"error": ...}` chunk and no `[DONE]`.
+fn stream_response(
+    state: &AppState,
+    events: TurnEvents,
+    meta: Meta,
+    include_usage: bool,
+) -> Response {
+    let meta = Arc::new(meta);
+    let first = meta.chunk(
+        Some(ChunkChoice::delta(Some("assistant"), Some(""), None)),
+        include_usage.then_some(None),
+    );
+    let rest = events.flat_map(move |event| stream::iter(meta.frames(event, include_usage)));
+    let body = stream::once(async { first })
+        .chain(rest)
+        .map(|data| Ok::<_, Infallible>(SseEvent::default().data(data)));
+    let keep_alive = KeepAlive::new()
+        .interval(Duration::from_secs(state.config().keepalive_secs))
+        .text("keep-alive");
+    Sse::new(body).keep_alive(keep_alive).into_response()
+}
+
+/// Non-streamed: wait for the end of the turn and answer one `chat.completion` object.
+async fn complete(mut events: TurnEvents, meta: Meta) -> Result<Response, OpenAiError> {
+    while let Some(event) = events.next().await {
+        match event {
+            Event::TextDone {
+                response, usage, ..
+            } => return Ok(Json(meta.completion(response, usage)).into_response()),
+            Event::Error { error } => return Err(OpenAiError::Upstream(error)),
+            _ => {}
+        }
+    }
+    Err(OpenAiError::Upstream(
+        "the turn ended without an answer".into(),
+    ))
+}
+
+fn model_json(id: &str, created: u64) -> Value {
+    json!({"id": id, "object": "model", "created": created, "owned_by": OWNED_BY})
+}
+
+fn list_models(state: &AppState, created: u64) -> Json<Value> {
+    let data: Vec<Value> = state
+        .profiles()
+        .iter()
+        .map(|p| model_json(&p.id, created))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+fn get_model(
+    state: &AppState,
+    id: Result<Path<String>, PathRejection>,
+    created: u64,
+) -> Result<Json<Value>, OpenAiError> {
+    let Path(id) = id.map_err(|e| OpenAiError::invalid("invalid_value", None, e.body_text()))?;
+    match state.profiles().get(&id) {
+        Some(profile) if is_valid_id(&id) => Ok(Json(model_json(&profile.id, created))),
+        _ => Err(OpenAiError::ModelNotFound(
+            id.chars().take(MAX_ECHOED_MODEL).collect(),
+        )),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(body: Value) -> OpenAiError {
+        let request: ChatRequest = serde_json::from_value(body).unwrap();
+        let messages = request.messages.unwrap();
+        messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| m.into_chat(i))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn text_parts_are_joined_and_other_parts_rejected() {
+        let m: WireMessage = serde_json::from_value(json!({"role": "user", "content": [
+            {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}))
+        .unwrap();
+        assert_eq!(&*m.into_chat(0).unwrap().content, "a\nb");
+        let e = error_of(json!({"messages": [{"role": "user", "content": "x"},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]}));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.param(), Some("messages[1].content[0].type"));
+        assert!(
+            e.to_string().contains("'image_url' is not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn roles_map_and_tools_are_rejected() {
+        let m: WireMessage =
+            serde_json::from_value(json!({"role": "developer", "content": "d"})).unwrap();
+        assert_eq!(m.into_chat(0).unwrap().role, Role::System);
+        let e = error_of(json!({"messages": [{"role": "tool", "content": "r"}]}));
+        assert_eq!(e.param(), Some("messages[0].role"));
+        let e = error_of(json!({"messages": [{"role": "assistant", "content": null,
+            "tool_calls": [{"id": "1"}]}]}));
+        assert_eq!(e.param(), Some("messages[0].tool_calls"));
+        let e = error_of(json!({"messages": [{"role": "user"}]}));
+        assert_eq!(e.code(), "missing_required_parameter");
+    }
+
+    #[test]
+    fn error_body_has_openai_shape() {
+        let body = OpenAiError::ModelNotFound("x".into()).body();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert_eq!(body["error"]["param"], "model");
+        assert!(body["error"]["message"].as_str().unwrap().contains("'x'"));
+        let body = OpenAiError::Upstream("boom".into()).body();
+        assert_eq!(body["error"]["param"], Value::Null);
+    }
+
+    #[test]
+    fn chunk_ids_are_stable_per_response_and_random_across() {
+        let a = Meta::new("p".into());
+        let b = Meta::new("p".into());
+        assert!(
+            a.id.starts_with("chatcmpl-") && a.id.len() == 33,
+            "{}",
+            a.id
+        );
+        assert_ne!(a.id, b.id);
+        let frames = a.frames(Event::delta("hi"), false);
+        let chunk: Value = serde_json::from_str(&frames[0]).unwrap();
+        assert_eq!(chunk["id"], a.id.as_str());
+        assert!(chunk.get("usage").is_none());
+    }
+}

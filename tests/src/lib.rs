@@ -50,6 +50,8 @@ pub enum Reply {
     StatusWith(u16, Vec<(String, String)>, String),
     /// Stream these tokens, then end the body without `finish_reason` or `[DONE]` (cut off).
     Cut(Vec<String>),
+    /// Answer 200 `text/event-stream` with this body exactly as given.
+    Sse(String),
 }
 
 impl Reply {
@@ -108,7 +110,8 @@ pub struct MockUpstream {
     state: Arc<MockState>,
 }
 
-fn chunk(delta: Value, finish: Option<&str>) -> String {
+/// One `data: {chat.completion.chunk}` SSE frame as the mock sends it.
+pub fn chunk(delta: Value, finish: Option<&str>) -> String {
     let body = json!({
         "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
         "model": "mock-model",
@@ -189,6 +192,7 @@ async fn completions(
             });
             sse(Body::from_stream(body))
         }
+        Reply::Sse(body) => sse(Body::from(body)),
         Reply::Status(status, body) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             [(header::CONTENT_TYPE, "application/json")],

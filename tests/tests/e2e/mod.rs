@@ -4,6 +4,7 @@ mod disconnect;
 mod errors;
 mod failover;
 mod memory;
+mod openai_api;
 mod profiles;
 mod prompt;
 mod voice;

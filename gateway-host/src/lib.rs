@@ -77,6 +77,12 @@
 //! `DELETE /v1/sessions/{key}` (204, or 404 if unknown), `POST /v1/sessions/{key}/interrupt`
 //! (`{"heard"?}`; 409 `not_in_flight` when nothing runs), `GET /healthz`, `GET /metrics`.
 //! Errors are `{"error": {"code", "message"}}` (400, 404, 409, 413, 422, 503).
+//!
+//! **OpenAI-compatible API** ([`openai`], `docs/openai-api.md`): `POST /v1/chat/completions`
+//! with `model` = a profile id, streamed (`stream: true`, `chat.completion.chunk` SSE ending
+//! in `data: [DONE]`) or not; `user` or an `X-Session-Key` header switches on server-side
+//! memory. `GET /v1/models` and `GET /v1/models/{id}` list the profiles. Errors use OpenAI's
+//! `{"error": {"message", "type", "param", "code"}}` (unknown profile: 404 `model_not_found`).
 
 pub mod api;
 pub mod cli;

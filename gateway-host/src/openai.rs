@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -136,21 +136,54 @@ impl OpenAiError {
         }
     }
 
-    /// The JSON body `{"error": {...}}`.
+    /// The JSON body `{"error": {"message", "type", "param", "code"}}`.
     pub fn body(&self) -> Value {
         json!({"error": {
             "message": self.to_string(),
             "type": self.error_type(),
-            "code": self.code(),
             "param": self.param(),
+            "code": self.code(),
         }})
+    }
+
+    /// [`body`](Self::body) as JSON text, fields in OpenAI's order.
+    fn body_text(&self) -> String {
+        let message = self.to_string();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: &message,
+                kind: self.error_type(),
+                param: self.param(),
+                code: self.code(),
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_default()
     }
 }
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.body())).into_response()
+        (
+            self.status(),
+            [(header::CONTENT_TYPE, "application/json")],
+            self.body_text(),
+        )
+            .into_response()
     }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'a str>,
+    code: &'static str,
 }
 
 impl From<TurnError> for OpenAiError {
@@ -523,29 +556,58 @@ impl Meta {
                 frames.push("[DONE]".into());
                 frames
             }
-            Event::Error { error } => vec![OpenAiError::Upstream(error).body().to_string()],
+            Event::Error { error } => vec![OpenAiError::Upstream(error).body_text()],
             _ => Vec::new(),
         }
     }
 
-    fn completion(&self, content: String, usage: Option<Usage>) -> Value {
-        let mut body = json!({
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": null},
-                "logprobs": null,
-                "finish_reason": FINISH_REASON,
+    /// The `chat.completion` object of a non-streamed answer.
+    fn completion(&self, content: &str, usage: Option<Usage>) -> String {
+        let completion = Completion {
+            id: &self.id,
+            object: "chat.completion",
+            created: self.created,
+            model: &self.model,
+            choices: [CompletionChoice {
+                index: 0,
+                message: CompletionMessage {
+                    role: "assistant",
+                    content,
+                    refusal: None,
+                },
+                logprobs: None,
+                finish_reason: FINISH_REASON,
             }],
-        });
-        if let Some(usage) = usage {
-            body["usage"] = json!(usage);
-        }
-        body
+            usage,
+        };
+        serde_json::to_string(&completion).unwrap_or_default()
     }
+}
+
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+}
+
+#[derive(Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    message: CompletionMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct CompletionMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+    refusal: Option<()>,
 }
 
 #[derive(Serialize)]
@@ -647,7 +709,10 @@ async fn complete(mut events: TurnEvents, meta: Meta) -> Result<Response, OpenAi
         match event {
             Event::TextDone {
                 response, usage, ..
-            } => return Ok(Json(meta.completion(response, usage)).into_response()),
+            } => {
+                let body = meta.completion(&response, usage);
+                return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+            }
             Event::Error { error } => return Err(OpenAiError::Upstream(error)),
             _ => {}
         }
@@ -745,6 +810,13 @@ mod tests {
         assert!(body["error"]["message"].as_str().unwrap().contains("'x'"));
         let body = OpenAiError::Upstream("boom".into()).body();
         assert_eq!(body["error"]["param"], Value::Null);
+        for e in [
+            OpenAiError::ModelNotFound("x".into()),
+            OpenAiError::Upstream("boom".into()),
+        ] {
+            let text: Value = serde_json::from_str(&e.body_text()).unwrap();
+            assert_eq!(text, e.body());
+        }
     }
 
     #[test]

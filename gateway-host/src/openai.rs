@@ -370,17 +370,19 @@ impl ChatRequest {
 
 /// The session key for server-side memory: the `X-Session-Key` header, else `user`.
 fn session_key(headers: &HeaderMap, user: Option<String>) -> Result<Option<String>, OpenAiError> {
-    let (key, param) = match headers.get(SESSION_KEY_HEADER) {
-        Some(value) => match value.to_str() {
-            Ok(v) => (v.trim().to_string(), "X-Session-Key"),
-            Err(_) => {
-                return Err(OpenAiError::invalid(
-                    "invalid_value",
-                    Some("X-Session-Key"),
-                    "the X-Session-Key header must be plain ASCII",
-                ))
-            }
-        },
+    let header = match headers.get(SESSION_KEY_HEADER).map(|v| v.to_str()) {
+        Some(Ok(v)) => Some(v.trim()).filter(|v| !v.is_empty()),
+        Some(Err(_)) => {
+            return Err(OpenAiError::invalid(
+                "invalid_value",
+                Some("X-Session-Key"),
+                "the X-Session-Key header must be plain ASCII",
+            ))
+        }
+        None => None,
+    };
+    let (key, param) = match header {
+        Some(key) => (key.to_string(), "X-Session-Key"),
         None => (user.unwrap_or_default(), "user"),
     };
     if key.is_empty() {

@@ -554,6 +554,14 @@ async fn user_or_session_header_switches_on_server_side_memory() {
         host.state.store().history("alice", 20).await.unwrap().len(),
         4
     );
+    // An empty header is no header.
+    let body = json!({"model": "default", "user": "carol",
+                      "messages": [{"role": "user", "content": "q-carol"}]});
+    assert_eq!(post(&host, body.to_string(), Some("")).await.status, 200);
+    assert_eq!(
+        host.state.store().history("carol", 20).await.unwrap().len(),
+        2
+    );
 
     // The same session is visible to the host's session API.
     let r = host

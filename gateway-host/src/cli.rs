@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use gateway_core::{Env, Event, Registry};
@@ -95,6 +96,13 @@ async fn serve(config: Option<PathBuf>, bind: Option<SocketAddr>) -> anyhow::Res
     println!("gateway-host listening on http://{local}");
     std::io::stdout().flush()?;
     tracing::info!(%local, profiles = state.profiles().len(), "serving");
+    // Each SSE chunk is a small write: without TCP_NODELAY, Nagle's algorithm holds the
+    // second one until the client's delayed ACK (~40 ms on Linux), right at the first token.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, crate::api::app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

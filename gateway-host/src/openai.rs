@@ -332,6 +332,8 @@ impl ChatRequest {
         let mut request = TurnRequest {
             profile: Some(profile.clone()),
             system_prompt: self.system_prompt,
+            // The wire format has no place for sentence events.
+            sentences: Some(false),
             ..TurnRequest::default()
         };
         let options = match session_key(headers, self.user)? {

@@ -688,3 +688,21 @@ async fn models_list_profiles_and_unknown_models_are_404() {
         assert_eq!(body["error"]["param"], "model");
     }
 }
+
+#[tokio::test]
+async fn a_profile_with_sentence_events_streams_each_token_once() {
+    let mut p = profile("spoken");
+    p["voice"] = json!({"sentence_events": true});
+    let host = TestHost::with(HostSpec::default().with_profile(p)).await;
+    host.upstream
+        .push(Reply::tokens(&["One sentence here.", " Two", " more."]));
+    let body = json!({"model": "spoken", "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let raw = chat(&host, body).await;
+    let text: String = raw
+        .chunks()
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "One sentence here. Two more.", "{}", raw.body);
+}

@@ -260,7 +260,7 @@ pub fn level_json(level: &LevelReport) -> Value {
     })
 }
 
-/// Machine facts for the header: CPU count and model, kernel, memory, date.
+/// Machine facts for the header: CPU count and model, kernel, memory, load average, date.
 pub fn machine_info() -> String {
     let nproc = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -287,8 +287,12 @@ pub fn machine_info() -> String {
         })
         .map(|kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0))
         .unwrap_or_else(|| "unknown".to_owned());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_owned());
     format!(
-        "- date: {}\n- machine: {nproc} CPUs (nproc), {cpu}, {mem} RAM, Linux {kernel}",
+        "- date: {}\n- machine: {nproc} CPUs (nproc), {cpu}, {mem} RAM, Linux {kernel}\n- load average at start (1/5/15 min): {load}",
         date()
     )
 }

@@ -34,7 +34,9 @@ pub struct Completion {
 
 /// Decodes a streamed Chat Completions body: push bytes, get the new content deltas.
 ///
-/// After an `Err` the decoder is spent: the error is final. Reasoning fields
+/// After an error the decoder is spent: the error is final. When the bytes of one `push`
+/// hold content followed by an error, `push` returns the content and the error waits in
+/// [`take_error`](Self::take_error), so no spoken text is lost. Reasoning fields
 /// (`reasoning_content`, `reasoning`) are never part of the text.
 #[derive(Debug, Default)]
 pub struct CompletionDecoder {
@@ -44,6 +46,7 @@ pub struct CompletionDecoder {
     finish_reason: Option<String>,
     done: bool,
     failed: bool,
+    error: Option<GatewayError>,
     events: usize,
     prefix: Vec<u8>,
 }
@@ -57,6 +60,9 @@ impl CompletionDecoder {
     /// Feed received bytes; returns the non-empty content deltas they completed, in order.
     /// Bytes after `[DONE]` are ignored.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, GatewayError> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
         if self.done || self.failed {
             return Ok(Vec::new());
         }
@@ -72,6 +78,9 @@ impl CompletionDecoder {
     /// A stream with neither `[DONE]` nor a finish reason is [`GatewayError::Truncated`].
     /// Returns the deltas of a flushed last event along with the outcome.
     pub fn finish_with_deltas(&mut self) -> Result<(Vec<String>, Completion), GatewayError> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
         if self.failed {
             return Err(GatewayError::Truncated);
         }
@@ -82,7 +91,7 @@ impl CompletionDecoder {
             Err(GatewayError::Truncated) if self.finish_reason.is_some() => Vec::new(),
             Err(error) => return Err(error),
         };
-        if self.done || self.finish_reason.is_some() {
+        if self.error.is_some() || self.done || self.finish_reason.is_some() {
             return Ok((deltas, self.completion()));
         }
         self.failed = true;
@@ -98,6 +107,11 @@ impl CompletionDecoder {
     /// from the [`Completion`] only.
     pub fn finish(&mut self) -> Result<Completion, GatewayError> {
         self.finish_with_deltas().map(|(_, completion)| completion)
+    }
+
+    /// The error that ended the stream right after the deltas the last `push` returned.
+    pub fn take_error(&mut self) -> Option<GatewayError> {
+        self.error.take()
     }
 
     /// True once `[DONE]` was seen: the answer is complete, nothing more will be read.
@@ -130,21 +144,29 @@ impl CompletionDecoder {
             let event = match self.sse.next_event() {
                 Ok(Some(event)) => event,
                 Ok(None) => break,
-                Err(e) => {
-                    self.failed = true;
-                    return Err(GatewayError::Malformed(e.to_string()));
-                }
+                Err(e) => return self.fail(deltas, GatewayError::Malformed(e.to_string())),
             };
             self.events += 1;
             match self.on_event(&event) {
                 Ok(Some(delta)) => deltas.push(delta),
                 Ok(None) => {}
-                Err(e) => {
-                    self.failed = true;
-                    return Err(e);
-                }
+                Err(e) => return self.fail(deltas, e),
             }
         }
+        Ok(deltas)
+    }
+
+    /// Ends the stream with `error`, handing out `deltas` decoded before it first.
+    fn fail(
+        &mut self,
+        deltas: Vec<String>,
+        error: GatewayError,
+    ) -> Result<Vec<String>, GatewayError> {
+        self.failed = true;
+        if deltas.is_empty() {
+            return Err(error);
+        }
+        self.error = Some(error);
         Ok(deltas)
     }
 
@@ -389,6 +411,29 @@ mod tests {
         let (tail, completion) = decoder.finish_with_deltas()?;
         text.push_str(&tail.concat());
         Ok((text, completion))
+    }
+
+    #[test]
+    fn content_before_an_error_in_the_same_read_is_not_lost() {
+        let body = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"}}]}\n\n",
+            "data: {\"error\":{\"message\":\"overloaded\"}}\n\n",
+        );
+        let mut decoder = CompletionDecoder::new();
+        assert_eq!(decoder.push(body.as_bytes()).unwrap(), ["Hello"]);
+        let error = decoder
+            .take_error()
+            .expect("the error waits after the content");
+        assert!(error.to_string().contains("overloaded"), "{error}");
+        assert!(decoder.take_error().is_none());
+        assert!(decoder.push(b"data: [DONE]\n\n").unwrap().is_empty());
+
+        let mut decoder = CompletionDecoder::new();
+        assert_eq!(decoder.push(body.as_bytes()).unwrap(), ["Hello"]);
+        assert!(
+            decoder.finish().is_err(),
+            "finish reports the waiting error"
+        );
     }
 
     #[test]

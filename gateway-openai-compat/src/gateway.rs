@@ -432,7 +432,9 @@ impl Reader {
                 Some(Ok(Ok(Some(bytes)))) => match self.decoder.push(&bytes) {
                     Ok(deltas) => {
                         self.on_deltas(deltas);
-                        if self.decoder.is_done() {
+                        if let Some(error) = self.decoder.take_error() {
+                            self.fail(error);
+                        } else if self.decoder.is_done() {
                             let completion = self.decoder.completion();
                             self.complete(completion);
                         }
@@ -442,7 +444,10 @@ impl Reader {
                 Some(Ok(Ok(None))) => match self.decoder.finish_with_deltas() {
                     Ok((deltas, completion)) => {
                         self.on_deltas(deltas);
-                        self.complete(completion);
+                        match self.decoder.take_error() {
+                            Some(error) => self.fail(error),
+                            None => self.complete(completion),
+                        }
                     }
                     Err(error) => self.fail(error),
                 },

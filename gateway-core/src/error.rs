@@ -63,6 +63,16 @@ pub enum GatewayError {
     /// The stream ended before a finish reason or `[DONE]`.
     #[error("upstream stream truncated: connection closed before the answer finished")]
     Truncated,
+    /// Every upstream slot of the instance (`max_concurrency`) stayed taken for the whole wait.
+    #[error("gateway '{gateway}' is busy: all {limit} upstream slots stayed in use for {} ms", .waited.as_millis())]
+    Busy {
+        /// Instance id.
+        gateway: String,
+        /// The instance's concurrency limit.
+        limit: usize,
+        /// How long the turn waited for a slot.
+        waited: Duration,
+    },
     /// The turn was cancelled (client gone or interrupted).
     #[error("turn cancelled")]
     Cancelled,
@@ -85,18 +95,20 @@ impl GatewayError {
             GatewayError::Provider(_) => "provider".into(),
             GatewayError::Malformed(_) => "malformed".into(),
             GatewayError::Truncated => "truncated".into(),
+            GatewayError::Busy { .. } => "busy".into(),
             GatewayError::Cancelled => "cancelled".into(),
             GatewayError::Other(_) => "other".into(),
         }
     }
 
     /// True when another attempt (or another gateway) may succeed: connection failures,
-    /// timeouts before the first token, HTTP 408, 429 and 5xx.
+    /// timeouts before the first token, a busy instance, HTTP 408, 429 and 5xx.
     pub fn is_transient(&self) -> bool {
         match self {
             GatewayError::Connect { .. }
             | GatewayError::ConnectTimeout { .. }
-            | GatewayError::FirstTokenTimeout(_) => true,
+            | GatewayError::FirstTokenTimeout(_)
+            | GatewayError::Busy { .. } => true,
             GatewayError::Http { status, .. } => *status == 408 || *status == 429 || *status >= 500,
             _ => false,
         }

@@ -25,6 +25,8 @@ pub mod redis_store;
 pub mod registry;
 pub mod session;
 pub mod stream;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod turn;
 
 pub use error::{GatewayError, RegistryError, StoreError};

@@ -3,58 +3,20 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use gateway_core::testing::RedisServer;
 use gateway_core::{ChatMessage, RedisStore, RedisStoreConfig, SessionStore};
 
-/// A throwaway redis-server on 127.0.0.1, killed on drop.
-struct RedisServer {
-    child: Child,
-    url: String,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::yield_now();
-        }
-        Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        }
-    }
-
-    async fn store(&self, prefix: &str, ttl: Duration) -> RedisStore {
-        RedisStore::connect(RedisStoreConfig {
-            url: self.url.clone(),
-            key_prefix: prefix.into(),
-            idle_ttl: ttl,
-        })
-        .await
-        .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn store(redis: &RedisServer, prefix: &str, ttl: Duration) -> RedisStore {
+    RedisStore::connect(RedisStoreConfig {
+        url: redis.url(),
+        key_prefix: prefix.into(),
+        idle_ttl: ttl,
+    })
+    .await
+    .unwrap()
 }
 
 fn turn(i: usize) -> Vec<ChatMessage> {
@@ -67,8 +29,8 @@ fn turn(i: usize) -> Vec<ChatMessage> {
 #[tokio::test]
 async fn caps_history_server_side_and_shares_it_between_clients() {
     let redis = RedisServer::start();
-    let replica_a = redis.store("t1:", Duration::from_secs(60)).await;
-    let replica_b = redis.store("t1:", Duration::from_secs(60)).await;
+    let replica_a = store(&redis, "t1:", Duration::from_secs(60)).await;
+    let replica_b = store(&redis, "t1:", Duration::from_secs(60)).await;
     for i in 0..15 {
         replica_a.append("s", turn(i), 20).await.unwrap();
     }
@@ -85,7 +47,7 @@ async fn caps_history_server_side_and_shares_it_between_clients() {
 #[tokio::test]
 async fn concurrent_turns_of_one_session_never_interleave() {
     let redis = RedisServer::start();
-    let store = Arc::new(redis.store("t2:", Duration::from_secs(60)).await);
+    let store = Arc::new(store(&redis, "t2:", Duration::from_secs(60)).await);
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let store = store.clone();
@@ -107,9 +69,9 @@ async fn concurrent_turns_of_one_session_never_interleave() {
 #[tokio::test]
 async fn sessions_expire_after_the_idle_ttl() {
     let redis = RedisServer::start();
-    let store = redis.store("t3:", Duration::from_secs(1)).await;
+    let store = store(&redis, "t3:", Duration::from_secs(1)).await;
     store.append("s", turn(1), 20).await.unwrap();
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let client = redis::Client::open(redis.url().as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let ttl: i64 = redis::cmd("TTL")
         .arg("t3:s")

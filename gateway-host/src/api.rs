@@ -68,6 +68,18 @@ pub enum ApiError {
         /// Details, never a secret.
         message: String,
     },
+    /// 503 `overloaded`/`shutting_down` or 429 `session_busy`, with `Retry-After`.
+    #[error("{message}")]
+    Refused {
+        /// 503 or 429.
+        status: StatusCode,
+        /// Stable code.
+        code: &'static str,
+        /// Details.
+        message: String,
+        /// Seconds sent in `Retry-After`.
+        retry_after_secs: u64,
+    },
 }
 
 impl ApiError {
@@ -80,6 +92,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            ApiError::Refused { status, code, .. } => (*status, code),
         }
     }
 
@@ -96,7 +109,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let body = json!({"error": {"code": code, "message": self.to_string()}});
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Refused {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, (*retry_after_secs).into());
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -112,6 +135,12 @@ impl From<TurnError> for ApiError {
             TurnError::GatewayUnavailable { .. } | TurnError::Store(_) => ApiError::Unavailable {
                 code: e.code(),
                 message,
+            },
+            TurnError::Refused(ref refusal) => ApiError::Refused {
+                status: refusal.status(),
+                code: e.code(),
+                message,
+                retry_after_secs: refusal.retry_after_secs(),
             },
         }
     }
@@ -211,6 +240,11 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::Extension(BodyLimit(limit)))
+        // Outermost: a request without a valid token is refused before its body is read.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require,
+        ))
         .with_state(state)
 }
 

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
@@ -13,7 +13,7 @@ use futures::StreamExt;
 use gateway_core::{Env, Event, Registry};
 
 use crate::config::HostConfig;
-use crate::report::Report;
+use crate::report::{Level, Report};
 use crate::state::AppState;
 use crate::turn::{self, TurnRequest};
 
@@ -65,10 +65,10 @@ impl Command {
     }
 }
 
-fn load_state(cli_config: Option<&std::path::Path>) -> anyhow::Result<AppState> {
+async fn load_state(cli_config: Option<&std::path::Path>) -> anyhow::Result<AppState> {
     let config = HostConfig::load(cli_config)?;
     let registry = Registry::from_inventory()?;
-    Ok(AppState::load(config, &registry, &Env::from_process()))
+    Ok(AppState::connect(config, &registry, &Env::from_process()).await?)
 }
 
 /// Run a parsed command inside the tokio runtime.
@@ -86,13 +86,18 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Option<PathBuf>, bind: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
-    let state = load_state(config.as_deref())?;
+    let state = load_state(config.as_deref()).await?;
     Report::of(&state).log();
     let addr = bind.unwrap_or(state.config().bind);
+    if let Some(warning) = crate::auth::exposure_warning(addr, state.auth()) {
+        tracing::warn!("{warning}");
+        eprintln!("WARNING: {warning}");
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    let signal = shutdown_signal();
     println!("gateway-host listening on http://{local}");
     std::io::stdout().flush()?;
     tracing::info!(%local, profiles = state.profiles().len(), "serving");
@@ -103,34 +108,90 @@ async fn serve(config: Option<PathBuf>, bind: Option<SocketAddr>) -> anyhow::Res
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, crate::api::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let shutdown = state.shutdown().clone();
+    let grace = Duration::from_secs(state.config().shutdown_grace_secs);
+    let server = {
+        let shutdown = shutdown.clone();
+        axum::serve(listener, crate::api::app(state.clone())).with_graceful_shutdown(async move {
+            signal.await;
+            shutdown.begin();
+        })
+    };
+    let deadline = drain(state, grace);
+    tokio::select! {
+        served = server => served?,
+        () = deadline => tracing::warn!("connections still open after the grace period; exiting"),
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// After draining begins: wait up to `grace` for in-flight turns, end the rest with an
+/// `error` event, then give the final events a moment to reach the clients. Resolving means
+/// the server loop should stop waiting for connections.
+async fn drain(state: AppState, grace: Duration) {
+    let shutdown = state.shutdown();
+    shutdown.draining().await;
+    let open = state.limits().open();
+    tracing::info!(
+        in_flight = open,
+        grace_secs = grace.as_secs(),
+        "draining: new turns refused"
+    );
+    let finished = async {
+        while state.limits().open() > 0 {
+            tokio::time::sleep(DRAIN_POLL).await;
         }
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    if tokio::time::timeout(grace, finished).await.is_err() {
+        tracing::warn!(
+            in_flight = state.limits().open(),
+            "grace period over: ending the remaining turns"
+        );
+        shutdown.abort();
     }
-    tracing::info!("shutdown signal received");
+    tokio::time::sleep(FLUSH_AFTER_ABORT).await;
 }
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed now, before the listening line
+/// is printed, so a signal sent right after it is never lost to the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let (term, int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown signal received");
+    }
+}
+
+/// How often the drain checks whether in-flight turns are done.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// Time for the last events to be written after the grace period.
+const FLUSH_AFTER_ABORT: Duration = Duration::from_secs(2);
 
 async fn chat(
     config: Option<PathBuf>,
@@ -138,7 +199,7 @@ async fn chat(
     session: Option<String>,
     message: String,
 ) -> anyhow::Result<ExitCode> {
-    let state = load_state(config.as_deref())?;
+    let state = load_state(config.as_deref()).await?;
     let request = TurnRequest {
         profile,
         message,
@@ -191,8 +252,15 @@ async fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         "gateway kinds: {}",
         registry.ids().collect::<Vec<_>>().join(", ")
     );
+    let memory = config.memory.clone();
     let state = AppState::load(config, &registry, &Env::from_process());
-    let report = Report::of(&state);
+    let mut report = Report::of(&state);
+    if memory.backend == "redis" {
+        match crate::store::open(&memory).await {
+            Ok(_) => report.push("memory", Level::Ok, "redis", "reachable".into()),
+            Err(e) => report.push("memory", Level::Problem, "redis", e.to_string()),
+        }
+    }
     print!("{}", report.render());
     Ok(if report.has_problems() {
         ExitCode::FAILURE

@@ -54,6 +54,10 @@ pub struct HostConfig {
     pub limits: LimitsConfig,
     /// Retries of a failing gateway before the first token (see [`crate::failover`]).
     pub retry: RetryConfig,
+    /// Client authentication (bearer tokens).
+    pub auth: AuthConfig,
+    /// Seconds in-flight turns may run on after SIGTERM/SIGINT before they are ended.
+    pub shutdown_grace_secs: u64,
     /// Gateway instances by id: settings of a built-in kind instance (`[gateways.openai-compat]`)
     /// or named instances (`[gateways.groq] kind = "openai-compat"`).
     pub gateways: BTreeMap<String, GatewayConfig>,
@@ -71,17 +75,26 @@ impl Default for HostConfig {
             keepalive_secs: 15,
             limits: LimitsConfig::default(),
             retry: RetryConfig::default(),
+            auth: AuthConfig::default(),
+            shutdown_grace_secs: 10,
             gateways: BTreeMap::new(),
         }
     }
 }
 
-/// Session memory settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Default prefix of the Redis keys of session histories.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "gateway:session:";
+
+/// Session memory settings. `Debug` shows the Redis URL without its password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MemoryConfig {
-    /// Store backend; only `memory` is built in today.
+    /// Store backend: `memory` (per process) or `redis` (shared by replicas).
     pub backend: String,
+    /// `redis://[:password@]host:port/db` for the `redis` backend; its password is never shown.
+    pub redis_url: String,
+    /// Prefix of every Redis key the store writes.
+    pub redis_key_prefix: String,
     /// Messages sent and kept per session unless a profile sets `context.max_history_messages`.
     pub max_messages: usize,
     /// Most sessions held in memory.
@@ -94,10 +107,25 @@ impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
             backend: "memory".into(),
+            redis_url: String::new(),
+            redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.into(),
             max_messages: gateway_core::DEFAULT_HISTORY,
             max_sessions: 100_000,
             idle_ttl_secs: 86_400,
         }
+    }
+}
+
+impl std::fmt::Debug for MemoryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryConfig")
+            .field("backend", &self.backend)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("max_messages", &self.max_messages)
+            .field("max_sessions", &self.max_sessions)
+            .field("idle_ttl_secs", &self.idle_ttl_secs)
+            .finish()
     }
 }
 
@@ -131,6 +159,14 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Longest accepted user message in characters (400 beyond).
     pub max_message_chars: usize,
+    /// Most turns streaming at once in this process (503 `overloaded` beyond).
+    pub max_streams: usize,
+    /// Most turns streaming at once on one session key in this process (429 `session_busy`
+    /// beyond); 0 = no limit.
+    pub max_streams_per_session: usize,
+    /// Default upstream concurrency of every gateway instance (an instance's own
+    /// `max_concurrency` wins); 0 = no limit. Excess turns wait up to the first-token timeout.
+    pub max_upstream_concurrency: usize,
 }
 
 impl Default for LimitsConfig {
@@ -138,6 +174,9 @@ impl Default for LimitsConfig {
         Self {
             max_body_bytes: 65_536,
             max_message_chars: 16_000,
+            max_streams: 2_048,
+            max_streams_per_session: 4,
+            max_upstream_concurrency: 0,
         }
     }
 }
@@ -198,6 +237,72 @@ pub struct RetryOverride {
     pub max_retry_after_ms: Option<u64>,
 }
 
+/// Client authentication. With no tokens (the default) the API is open, which is only
+/// sensible on loopback: `serve` and `check` warn when a non-loopback bind has no tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Accepted bearer tokens (`GATEWAY_AUTH__TOKENS=tok1,tok2` works too).
+    pub tokens: Tokens,
+    /// File of accepted tokens, one per line (blank lines and `#` comments skipped).
+    pub tokens_file: Option<PathBuf>,
+    /// Serve `GET /metrics` without a token even when authentication is on.
+    pub public_metrics: bool,
+}
+
+/// A list of bearer tokens: `Debug` never prints them; deserialises from a list or from one
+/// comma-separated string.
+#[derive(Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Tokens(pub Vec<String>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} redacted)", self.0.len())
+    }
+}
+
+impl<'de> Deserialize<'de> for Tokens {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Clone, Copy)]
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of tokens or a comma-separated string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(v.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect())
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(vec![v.to_string()])
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(vec![v.to_string()])
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<serde_json::Value>()? {
+                    let text = match item {
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Number(n) => n.to_string(),
+                        _ => return Err(serde::de::Error::custom("a token must be a string")),
+                    };
+                    out.extend(self.visit_str::<A::Error>(&text)?);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(Visitor).map(Tokens)
+    }
+}
+
 /// One `[gateways.<id>]` table: the kind plus the kind's own settings.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct GatewayConfig {
@@ -207,6 +312,10 @@ pub struct GatewayConfig {
     /// Retry overrides for this instance (kept by the host, not passed to the kind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryOverride>,
+    /// Most upstream requests of this instance at once (kept by the host, not passed to the
+    /// kind); `limits.max_upstream_concurrency` when absent, 0 = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
     /// Everything else, handed to the kind's `build` as its settings object.
     #[serde(flatten)]
     pub settings: serde_json::Map<String, serde_json::Value>,
@@ -245,17 +354,39 @@ impl HostConfig {
     /// Check values that deserialise but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.memory.backend != "memory" {
-            return bad(format!(
-                "memory.backend '{}' is not available (built in: memory)",
-                self.memory.backend
-            ));
+        match self.memory.backend.as_str() {
+            "memory" => {}
+            "redis" => {
+                let url = self.memory.redis_url.trim();
+                if url.is_empty() {
+                    return bad("memory.backend 'redis' needs memory.redis_url".into());
+                }
+                if !["redis://", "redis+unix://", "unix://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
+                {
+                    return bad(format!(
+                        "memory.redis_url must start with redis:// (got '{}')",
+                        redact_url(url)
+                    ));
+                }
+            }
+            other => {
+                return bad(format!(
+                    "memory.backend '{other}' is not available (built in: memory, redis)"
+                ))
+            }
         }
         if self.memory.max_messages == 0 || self.memory.max_sessions == 0 {
             return bad("memory.max_messages and memory.max_sessions must be > 0".into());
         }
-        if self.limits.max_body_bytes == 0 || self.limits.max_message_chars == 0 {
-            return bad("limits must be > 0".into());
+        if self.limits.max_body_bytes == 0
+            || self.limits.max_message_chars == 0
+            || self.limits.max_streams == 0
+        {
+            return bad(
+                "limits.max_body_bytes, max_message_chars and max_streams must be > 0".into(),
+            );
         }
         if self.keepalive_secs == 0 {
             return bad("keepalive_secs must be > 0".into());
@@ -282,6 +413,9 @@ impl HostConfig {
     pub fn redacted(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         redact(&mut value);
+        if let Some(tokens) = value.pointer_mut("/auth/tokens") {
+            *tokens = format!("*** ({} token(s))", self.auth.tokens.0.len()).into();
+        }
         value
     }
 }
@@ -296,7 +430,8 @@ pub fn is_secret_key(key: &str) -> bool {
             .any(|s| key.contains(s))
 }
 
-/// Replace, recursively, the values of secret-looking keys by `"***"`.
+/// Replace, recursively, the values of secret-looking keys by `"***"`, and the password of
+/// every URL string by `***`.
 pub fn redact(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
@@ -309,8 +444,27 @@ pub fn redact(value: &mut serde_json::Value) {
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        serde_json::Value::String(text) if text.contains("://") => *text = redact_url(text),
         _ => {}
     }
+}
+
+/// `url` with its password (the userinfo part after `:`) replaced by `***`; any other text is
+/// returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None => userinfo.to_string(),
+    };
+    format!("{scheme}://{user}@{host}{tail}")
 }
 
 // figment's `Jail` closures return its large error type; not ours to shrink.
@@ -406,6 +560,72 @@ mod tests {
             assert!(err.contains("max_atempts"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn redis_backend_needs_a_url_and_auth_tokens_parse_from_env() {
+        Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_MEMORY__BACKEND", "redis");
+            let err = HostConfig::load(None).unwrap_err().to_string();
+            assert!(err.contains("redis_url"), "{err}");
+            jail.set_env("GATEWAY_MEMORY__REDIS_URL", "http://x");
+            let err = HostConfig::load(None).unwrap_err().to_string();
+            assert!(err.contains("redis://"), "{err}");
+            jail.set_env(
+                "GATEWAY_MEMORY__REDIS_URL",
+                "redis://:pw-SECRET@10.0.0.5:6379/2",
+            );
+            jail.set_env("GATEWAY_AUTH__TOKENS", "tok-one, tok-two,,12345");
+            let c = HostConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.memory.redis_key_prefix, DEFAULT_REDIS_KEY_PREFIX);
+            assert_eq!(c.auth.tokens.0, ["tok-one", "tok-two", "12345"]);
+            let shown = c.redacted().to_string();
+            assert!(
+                !shown.contains("pw-SECRET") && !shown.contains("tok-one"),
+                "{shown}"
+            );
+            assert!(shown.contains("redis://:***@10.0.0.5:6379/2"), "{shown}");
+            let debug = format!("{c:?}");
+            assert!(
+                !debug.contains("tok-one") && !debug.contains("pw-SECRET"),
+                "{debug}"
+            );
+            jail.set_env("GATEWAY_AUTH__TOKENS", "[\"a\", \"b,c\"]");
+            let c = HostConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.auth.tokens.0, ["a", "b", "c"]);
+            Ok(())
+        });
+    }
+
+    /// Inputs kept from fuzzing (`tests/fuzz-regressions/host_config/`): never a panic, and
+    /// an accepted config validates and redacts.
+    #[test]
+    fn fuzz_regressions() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions/host_config");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
+            let figment = Figment::from(Serialized::defaults(HostConfig::default()))
+                .merge(Toml::string(text));
+            if let Ok(config) = HostConfig::from_provider(figment) {
+                assert!(config.validate().is_ok());
+                assert!(!config.redacted().to_string().contains("redis://:p@"));
+            }
+            replayed += 1;
+        }
+        assert!(replayed > 0);
+    }
+
+    #[test]
+    fn url_passwords_are_redacted() {
+        assert_eq!(redact_url("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://:p@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(redact_url("redis://u@h/x@y"), "redis://u@h/x@y");
+        assert_eq!(redact_url("plain text"), "plain text");
     }
 
     #[test]

@@ -9,10 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gateway_core::{Env, Gateway, InstanceConfig, Registry};
 
 use crate::config::{GatewayConfig, HostConfig};
+use crate::upstream_limit;
 
 /// An instance that could not be built (unknown kind, invalid settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,8 +113,25 @@ impl Instances {
                 settings.insert((*key).to_string(), value.into());
             }
         }
+        let limit = section
+            .max_concurrency
+            .unwrap_or(config.limits.max_upstream_concurrency);
+        let first_token_ms = settings
+            .get("first_token_timeout_ms")
+            .and_then(|v| v.as_u64())
+            .or_else(|| {
+                instance
+                    .env_default("FIRST_TOKEN_TIMEOUT_MS")
+                    .and_then(|(_, v)| v.trim().parse().ok())
+            })
+            .unwrap_or(t.first_token_ms);
         instance.settings = serde_json::Value::Object(settings);
         match (kind.build)(&instance) {
+            Ok(gateway) if limit > 0 => {
+                let wait = Duration::from_millis(first_token_ms);
+                let limited = upstream_limit::Limited::wrap(gateway, limit, wait);
+                self.gateways.insert(instance.id, limited);
+            }
             Ok(gateway) => {
                 self.gateways.insert(instance.id, gateway);
             }
@@ -199,7 +218,8 @@ mod tests {
     }
 
     fn build(c: &InstanceConfig) -> Result<Arc<dyn Gateway>, GatewayError> {
-        if c.settings.get("bad").is_some() {
+        // Strict like real kinds: `max_concurrency` is the host's key and must not arrive here.
+        if c.settings.get("bad").is_some() || c.settings.get("max_concurrency").is_some() {
             return Err(GatewayError::InvalidConfig {
                 gateway: c.id.clone(),
                 reason: "unknown key `bad`".into(),
@@ -253,5 +273,30 @@ mod tests {
             .contains("unknown gateway kind"));
         assert!(inst.failure("kindless").is_some());
         assert!(inst.is_known("broken") && !inst.is_known("zzz"));
+    }
+
+    #[test]
+    fn max_concurrency_is_the_hosts_key_not_the_kinds() {
+        let config: HostConfig = HostConfig::from_provider(
+            figment::providers::Serialized::defaults(serde_json::json!({
+                "limits": {"max_upstream_concurrency": 3},
+                "gateways": {
+                    "limited": {"kind": "fake", "max_concurrency": 2, "model": "m"}
+                }
+            })),
+        )
+        .unwrap();
+        let registry = Registry::from_kinds([&FAKE]).unwrap();
+        let inst = Instances::build(&registry, &config, &Env::default());
+        let limited = inst.get("limited").unwrap();
+        assert_eq!(limited.id(), "limited");
+        assert_eq!(settings(limited), "m", "forwarded to the wrapped instance");
+        assert!(inst.get("fake").is_some(), "host-wide default applies too");
+        let wrong = HostConfig::from_provider(figment::providers::Serialized::defaults(
+            serde_json::json!({"gateways": {"wrong": {"kind": "fake", "max_concurrency": "many"}}}),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(wrong.contains("max_concurrency"), "{wrong}");
     }
 }

@@ -85,11 +85,13 @@
 //! `{"error": {"message", "type", "param", "code"}}` (unknown profile: 404 `model_not_found`).
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod failover;
 pub mod instances;
+pub mod limits;
 pub mod metrics;
 pub mod openai;
 pub mod profile;
@@ -97,9 +99,13 @@ pub mod prompt;
 pub mod report;
 pub mod sentences;
 pub mod session_api;
+pub mod session_slots;
 pub mod sessions;
+pub mod shutdown;
 pub mod state;
+pub mod store;
 pub mod turn;
+pub mod upstream_limit;
 pub mod voice;
 
 use std::process::ExitCode;
@@ -110,7 +116,7 @@ pub use api::{app, ApiError};
 pub use config::{ConfigError, HostConfig};
 pub use instances::Instances;
 pub use profile::{Profile, ProfileSet};
-pub use state::AppState;
+pub use state::{AppState, StartError};
 pub use turn::{TurnError, TurnRequest};
 
 /// The entry point for `gateway-host` and third-party binaries: loads `.env` (before any

@@ -83,6 +83,15 @@ pub enum OpenAiError {
     /// 502 `upstream_error` (inside a stream: an error chunk): the upstream failed.
     #[error("{0}")]
     Upstream(String),
+    /// 503 `overloaded`/`shutting_down` or 429 `session_busy` (stream limits), with
+    /// `Retry-After`.
+    #[error("{refusal}")]
+    Refused {
+        /// Why.
+        refusal: crate::limits::Refusal,
+        /// Stable code.
+        code: &'static str,
+    },
 }
 
 impl OpenAiError {
@@ -102,6 +111,7 @@ impl OpenAiError {
             OpenAiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             OpenAiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             OpenAiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            OpenAiError::Refused { refusal, .. } => refusal.status(),
         }
     }
 
@@ -112,6 +122,10 @@ impl OpenAiError {
             | OpenAiError::ModelNotFound(_)
             | OpenAiError::PayloadTooLarge(_) => "invalid_request_error",
             OpenAiError::Unavailable { .. } | OpenAiError::Upstream(_) => "server_error",
+            OpenAiError::Refused { refusal, .. } => match refusal.status() {
+                StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+                _ => "server_error",
+            },
         }
     }
 
@@ -124,6 +138,7 @@ impl OpenAiError {
             OpenAiError::ModelNotFound(_) => "model_not_found",
             OpenAiError::PayloadTooLarge(_) => "payload_too_large",
             OpenAiError::Upstream(_) => "upstream_error",
+            OpenAiError::Refused { code, .. } => code,
         }
     }
 
@@ -163,12 +178,18 @@ impl OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status(),
             [(header::CONTENT_TYPE, "application/json")],
             self.body_text(),
         )
-            .into_response()
+            .into_response();
+        if let OpenAiError::Refused { refusal, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, refusal.retry_after_secs().into());
+        }
+        response
     }
 }
 
@@ -197,6 +218,10 @@ impl From<TurnError> for OpenAiError {
                     message: e.to_string(),
                 }
             }
+            TurnError::Refused(refusal) => OpenAiError::Refused {
+                code: TurnError::Refused(refusal.clone()).code(),
+                refusal,
+            },
         }
     }
 }

@@ -350,6 +350,23 @@ mod tests {
         assert_eq!(p.max_history_messages, Some(4));
     }
 
+    /// Inputs kept from fuzzing (`tests/fuzz-regressions/profile/`): never a panic, and an
+    /// accepted profile has a valid id.
+    #[test]
+    fn fuzz_regressions() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions/profile");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            if let Ok(profile) = Profile::from_slice(&bytes, "fuzz.json") {
+                assert!(is_valid_id(&profile.id));
+                assert_eq!(ProfileSet::from_profiles([profile], |_| true).len(), 1);
+            }
+            replayed += 1;
+        }
+        assert!(replayed > 0);
+    }
+
     #[test]
     fn bad_files_are_reported_and_skipped() {
         let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,7 @@ pub enum Level {
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// Section: `gateway`, `profile`, `prompt`.
+    /// Section: `gateway`, `profile`, `prompt`, `memory`, `access`.
     pub section: &'static str,
     /// Severity.
     pub level: Level,
@@ -169,7 +169,80 @@ impl Report {
                 push("prompt", Level::Ok, &path, "no prompts directory".into())
             }
         }
+        let memory = &state.config().memory;
+        let detail = match memory.backend.as_str() {
+            "redis" => format!(
+                "redis at {}, keys {}*, last {} messages, idle TTL {} s",
+                crate::config::redact_url(&memory.redis_url),
+                memory.redis_key_prefix,
+                memory.max_messages,
+                memory.idle_ttl_secs
+            ),
+            other => format!(
+                "{other}, last {} messages, at most {} sessions, idle TTL {} s",
+                memory.max_messages, memory.max_sessions, memory.idle_ttl_secs
+            ),
+        };
+        push("memory", Level::Ok, "store", detail);
+        let auth = state.auth();
+        let bind = state.config().bind;
+        if let Some(problem) = auth.problem() {
+            push(
+                "access",
+                Level::Problem,
+                "auth",
+                format!("{problem}: every request would be refused"),
+            );
+        } else if let Some(warning) = crate::auth::exposure_warning(bind, auth) {
+            push("access", Level::Warning, "auth", warning);
+        } else if auth.is_enabled() {
+            let metrics = if state.config().auth.public_metrics {
+                "open"
+            } else {
+                "protected"
+            };
+            push(
+                "access",
+                Level::Ok,
+                "auth",
+                format!(
+                    "{} bearer token(s) accepted; /healthz open, /metrics {metrics}",
+                    auth.token_count()
+                ),
+            );
+        } else {
+            push(
+                "access",
+                Level::Ok,
+                "auth",
+                format!("off (bound to loopback {bind})"),
+            );
+        }
+        let limits = &state.config().limits;
+        push(
+            "access",
+            Level::Ok,
+            "limits",
+            format!(
+                "{} streams in total, {} per session (0 = no limit), upstream concurrency {} \
+                 per instance (0 = no limit), shutdown grace {} s",
+                limits.max_streams,
+                limits.max_streams_per_session,
+                limits.max_upstream_concurrency,
+                state.config().shutdown_grace_secs
+            ),
+        );
         Self { findings }
+    }
+
+    /// Add a finding (e.g. the result of connecting to the session store).
+    pub fn push(&mut self, section: &'static str, level: Level, subject: &str, detail: String) {
+        self.findings.push(Finding {
+            section,
+            level,
+            subject: subject.to_string(),
+            detail,
+        });
     }
 
     /// True when any finding is a problem.
@@ -184,7 +257,11 @@ impl Report {
         for f in &self.findings {
             if f.section != section {
                 section = f.section;
-                let _ = writeln!(out, "{section}s:");
+                match section {
+                    "memory" | "access" => writeln!(out, "{section}:"),
+                    _ => writeln!(out, "{section}s:"),
+                }
+                .ok();
             }
             let level = match f.level {
                 Level::Ok => "ok",

@@ -1,16 +1,29 @@
 //! Shared state of a running host: config, profiles, instances, prompts, memory, metrics.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use gateway_core::{Env, MemoryStore, MemoryStoreConfig, Registry, SessionStore};
+use gateway_core::{Env, Registry, SessionStore, StoreError};
 
+use crate::auth::{Auth, AuthError};
 use crate::config::HostConfig;
 use crate::instances::Instances;
+use crate::limits::StreamLimits;
 use crate::metrics::Metrics;
 use crate::profile::ProfileSet;
 use crate::prompt::PromptStore;
 use crate::sessions::Sessions;
+use crate::shutdown::Shutdown;
+
+/// Why a host cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The session store cannot be opened (e.g. Redis is down); names the host, never a password.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The authentication settings cannot be used.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -26,6 +39,9 @@ struct Shared {
     store: Arc<dyn SessionStore>,
     metrics: Metrics,
     sessions: Sessions,
+    auth: Auth,
+    limits: StreamLimits,
+    shutdown: Shutdown,
 }
 
 impl std::fmt::Debug for AppState {
@@ -38,13 +54,35 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// The standard start-up: build instances from `registry` and `env`, load the profiles
-    /// directory, watch the prompts directory, and create the configured session store.
-    /// Problems are kept for [`crate::report::Report`], not fatal.
+    /// The standard start-up without I/O beyond the local files: build instances from
+    /// `registry` and `env`, load the profiles directory, watch the prompts directory, and
+    /// create the session store. Problems are kept for [`crate::report::Report`], not fatal.
+    /// A `redis` store needs a connection: use [`AppState::connect`] (here it answers 503).
     pub fn load(config: HostConfig, registry: &Registry, env: &Env) -> Self {
+        let store = Self::store_for(&config);
+        Self::with_store(config, registry, env, store)
+    }
+
+    /// [`AppState::load`], but the configured store is opened (Redis connected) and broken
+    /// authentication settings are an error: what `serve` and `chat` use.
+    pub async fn connect(
+        config: HostConfig,
+        registry: &Registry,
+        env: &Env,
+    ) -> Result<Self, StartError> {
+        Auth::from_config(&config.auth)?;
+        let store = crate::store::open(&config.memory).await?;
+        Ok(Self::with_store(config, registry, env, store))
+    }
+
+    fn with_store(
+        config: HostConfig,
+        registry: &Registry,
+        env: &Env,
+        store: Arc<dyn SessionStore>,
+    ) -> Self {
         let instances = Instances::build(registry, &config, env);
         let profiles = ProfileSet::load_dir(&config.profiles_dir, |g| instances.is_known(g));
-        let store = Self::store_for(&config);
         Self::new(config, instances, profiles, store)
     }
 
@@ -56,6 +94,14 @@ impl AppState {
         store: Arc<dyn SessionStore>,
     ) -> Self {
         let prompts = PromptStore::new(&config.prompts_dir);
+        let auth = Auth::from_config(&config.auth).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "authentication settings unusable: refusing every request");
+            Auth::deny_all(&e)
+        });
+        let limits = StreamLimits::new(
+            config.limits.max_streams,
+            config.limits.max_streams_per_session,
+        );
         Self {
             inner: Arc::new(Shared {
                 config,
@@ -65,16 +111,22 @@ impl AppState {
                 store,
                 metrics: Metrics::new(),
                 sessions: Sessions::new(),
+                auth,
+                limits,
+                shutdown: Shutdown::default(),
             }),
         }
     }
 
-    /// The session store selected by `memory.backend` (validated by the config: `memory`).
+    /// The session store selected by `memory.backend`, without connecting: the in-memory
+    /// store, or for `redis` a stand-in that fails every call (see [`AppState::connect`]).
     pub fn store_for(config: &HostConfig) -> Arc<dyn SessionStore> {
-        Arc::new(MemoryStore::new(MemoryStoreConfig {
-            max_sessions: config.memory.max_sessions,
-            idle_ttl: Duration::from_secs(config.memory.idle_ttl_secs),
-        }))
+        match config.memory.backend.as_str() {
+            "redis" => Arc::new(crate::store::Unavailable(
+                "the redis store is not connected (start the host with AppState::connect)".into(),
+            )),
+            _ => crate::store::memory(&config.memory),
+        }
     }
 
     /// The effective configuration.
@@ -110,5 +162,20 @@ impl AppState {
     /// Sessions with turns running or waiting (queue modes, interrupts).
     pub fn sessions(&self) -> &Sessions {
         &self.inner.sessions
+    }
+
+    /// Client authentication.
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    /// Stream limits (host-wide and per session).
+    pub fn limits(&self) -> &StreamLimits {
+        &self.inner.limits
+    }
+
+    /// Shutdown phases.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.inner.shutdown
     }
 }

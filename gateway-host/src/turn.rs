@@ -13,6 +13,7 @@ use gateway_core::{CancellationToken, ChatMessage, Event, Gateway, StoreError, T
 use serde::Deserialize;
 
 use crate::failover::{self, Candidate, Next, Note, Observer};
+use crate::limits::{Admission, Refusal};
 use crate::metrics::InFlight;
 use crate::profile::{is_valid_id, Profile};
 use crate::sentences::SentenceSplitter;
@@ -87,6 +88,9 @@ pub enum TurnError {
     /// The session store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stream limit or the shutdown refused the turn.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl TurnError {
@@ -97,6 +101,9 @@ impl TurnError {
             TurnError::UnknownProfile(_) => "unknown_profile",
             TurnError::GatewayUnavailable { .. } => "gateway_unavailable",
             TurnError::Store(_) => "store_unavailable",
+            TurnError::Refused(Refusal::Overloaded(_)) => "overloaded",
+            TurnError::Refused(Refusal::SessionBusy(_)) => "session_busy",
+            TurnError::Refused(Refusal::ShuttingDown) => "shutting_down",
         }
     }
 }
@@ -186,6 +193,10 @@ async fn prepare(
             )));
         }
     }
+    if state.shutdown().is_draining() {
+        return Err(Refusal::ShuttingDown.into());
+    }
+    let admission = state.limits().admit(session_key.as_deref())?;
     let history_limit = profile
         .max_history_messages
         .unwrap_or(config.memory.max_messages);
@@ -210,6 +221,10 @@ async fn prepare(
         }
         None => None,
     };
+    // A turn that waited in its session's queue past the shutdown deadline does not start.
+    if state.shutdown().is_aborted() {
+        return Err(Refusal::ShuttingDown.into());
+    }
     let history = match &session_key {
         Some(key) => state.store().history(key, history_limit).await?,
         None => Vec::new(),
@@ -250,6 +265,13 @@ async fn prepare(
     let observe = observer(state, &profile.id, &gateway_id, &saw_error, &answered);
     let upstream = failover::events(candidates, turn, observe);
     let finished = gateway_core::stream::finish(upstream);
+    let finished = {
+        let (saw_error, state, gateway_id) = (saw_error.clone(), state.clone(), gateway_id.clone());
+        state.clone().shutdown().guard(Box::pin(finished), move || {
+            saw_error.store(true, Ordering::Relaxed);
+            state.metrics().error(&gateway_id, "shutdown");
+        })
+    };
     let tail = Tail {
         state: state.clone(),
         primary: gateway_id.clone(),
@@ -269,6 +291,7 @@ async fn prepare(
             .then(|| SentenceSplitter::new(voice.min_sentence_chars)),
         actions: Vec::new(),
         _in_flight: state.metrics().stream_open(),
+        _admission: admission,
     };
     let events = stream::unfold(Some((Box::pin(finished), tail)), |st| async move {
         let (mut events, mut tail) = st?;
@@ -451,6 +474,7 @@ struct Tail {
     /// Actions passed on, for an interrupted turn's `text_done`.
     actions: Vec<serde_json::Value>,
     _in_flight: InFlight,
+    _admission: Admission,
 }
 
 impl Tail {

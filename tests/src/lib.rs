@@ -27,6 +27,8 @@ use tokio::sync::{oneshot, watch, Notify};
 /// Longest a test waits for an expected event before failing (a deadline, not a delay).
 pub const DEADLINE: Duration = Duration::from_secs(5);
 
+pub mod chaos;
+
 /// The fake API key the harness configures; tests assert it never leaks.
 pub const TEST_KEY: &str = "sk-test-SECRET-9f8e7d6c";
 
@@ -445,7 +447,9 @@ impl TestHost {
         .expect("valid test config");
         let registry = Registry::from_inventory().expect("registry");
         let env = env_with(&upstream, spec.with_key, &spec.env);
-        let state = AppState::load(config, &registry, &env);
+        let state = AppState::connect(config, &registry, &env)
+            .await
+            .expect("host state (session store reachable, auth settings usable)");
         let addr = serve(gateway_host::app(state.clone())).await;
         Self {
             url: format!("http://{addr}"),

@@ -6,5 +6,6 @@
 use gateway_openai_compat as _;
 
 mod conformance;
+mod fuzz_regressions;
 mod server;
 mod targeted;

@@ -1,3 +1,4 @@
+mod access;
 mod backends;
 mod conversation;
 mod disconnect;
@@ -7,4 +8,5 @@ mod memory;
 mod openai_api;
 mod profiles;
 mod prompt;
+mod redis;
 mod voice;

@@ -1,0 +1,476 @@
+//! Operations tests of the real `gateway-host` binary: two processes sharing session memory
+//! through Redis (and a restart losing nothing), graceful shutdown on SIGTERM, and `check`
+//! reporting auth and Redis without showing secrets.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use futures::StreamExt;
+use gateway_core::testing::RedisServer;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway-host");
+const KEY: &str = "sk-ops-test-DISTINCTIVE-8080";
+const REDIS_PASSWORD: &str = "redis-ops-PASSWORD-5150";
+
+/// An OpenAI-compatible upstream that records request bodies and answers `echo: <message>`.
+/// A message containing `hold` streams its first token, then waits for `release`.
+#[derive(Clone, Default)]
+struct Upstream {
+    requests: Arc<Mutex<Vec<Value>>>,
+    release: Arc<Notify>,
+}
+
+fn chunk(delta: Value, finish: Value) -> String {
+    let body = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {body}\n\n")
+}
+
+async fn completions(
+    State(upstream): State<Upstream>,
+    axum::Json(body): axum::Json<Value>,
+) -> impl IntoResponse {
+    let message = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_string();
+    upstream.requests.lock().unwrap().push(body);
+    let release = upstream.release.clone();
+    let hold = message.contains("hold");
+    let pieces = futures::stream::iter(0..3).then(move |step| {
+        let release = release.clone();
+        let message = message.clone();
+        async move {
+            let piece = match step {
+                0 => chunk(json!({"content": "echo: "}), Value::Null),
+                1 => {
+                    if hold {
+                        release.notified().await;
+                    }
+                    chunk(json!({"content": message}), Value::Null)
+                }
+                _ => chunk(json!({}), json!("stop")) + "data: [DONE]\n\n",
+            };
+            Ok::<_, std::convert::Infallible>(piece)
+        }
+    });
+    (
+        [("content-type", "text/event-stream")],
+        axum::body::Body::from_stream(pieces),
+    )
+}
+
+async fn start_upstream() -> (Upstream, String) {
+    let upstream = Upstream::default();
+    let router = axum::Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .with_state(upstream.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (upstream, format!("http://{addr}/v1"))
+}
+
+fn write_profiles(dir: &Path) {
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::create_dir_all(dir.join("prompts")).unwrap();
+    let profile = json!({"id": "default", "name": "D", "system_prompt": "Be brief.",
+                         "adapter_config": {"gateway_id": "openai-compat", "sessionKey": null}});
+    std::fs::write(dir.join("profiles/default.json"), profile.to_string()).unwrap();
+}
+
+/// A command with a clean environment, run inside `dir`.
+fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GATEWAY_PROFILES_DIR", dir.join("profiles"))
+        .env("GATEWAY_PROMPTS_DIR", dir.join("prompts"))
+        .env("OPENAI_COMPAT_API_KEY", KEY);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// A running `gateway-host serve`, its output collected in the background.
+struct Host {
+    child: Child,
+    url: String,
+    output: Arc<Mutex<String>>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Host {
+    fn spawn(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut child = command(dir, &["serve", "--bind", "127.0.0.1:0"], env)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, lines) = mpsc::channel();
+        for reader in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (output, tx) = (output.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(reader).lines() {
+                    let Ok(line) = line else { break };
+                    output.lock().unwrap().push_str(&format!("{line}\n"));
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut host = Self {
+            child,
+            url: String::new(),
+            output,
+            lines,
+        };
+        let line = host.wait_for_line("gateway-host listening on ");
+        host.url = line
+            .split_once("listening on ")
+            .unwrap()
+            .1
+            .trim()
+            .to_string();
+        host
+    }
+
+    /// Block until a line containing `needle` was printed (60 s at most: an external process).
+    fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no line with {needle:?}; output:\n{}",
+                    self.output.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit (60 s at most).
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the host did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn turn(url: &str, message: &str, session: &str) -> String {
+    client()
+        .post(format!("{url}/v1/conversation"))
+        .json(&json!({"message": message, "session_key": session}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The (role, content) pairs of an upstream request, system message left out.
+fn chat(body: &Value) -> Vec<(String, String)> {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| {
+            let text = |k: &str| m[k].as_str().unwrap().to_string();
+            (text("role"), text("content"))
+        })
+        .collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(r, c)| (r.to_string(), c.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_processes_share_memory_through_redis_and_a_restart_loses_nothing() {
+    let redis = RedisServer::start_with_password(REDIS_PASSWORD);
+    let (upstream, base_url) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_profiles(dir.path());
+    let redis_url = redis.url();
+    let env = [
+        ("OPENAI_COMPAT_BASE_URL", base_url.as_str()),
+        ("GATEWAY_MEMORY__BACKEND", "redis"),
+        ("GATEWAY_MEMORY__REDIS_URL", redis_url.as_str()),
+    ];
+    let mut a = Host::spawn(dir.path(), &env);
+    let b = Host::spawn(dir.path(), &env);
+
+    let text = turn(&a.url, "first on A", "shared-1").await;
+    assert!(text.contains("echo: first on A"), "{text}");
+    let text = turn(&b.url, "second on B", "shared-1").await;
+    assert!(text.contains("event: text_done"), "{text}");
+    let seen_by_b = chat(&upstream.requests.lock().unwrap()[1]);
+    assert_eq!(
+        seen_by_b,
+        pairs(&[
+            ("user", "first on A"),
+            ("assistant", "echo: first on A"),
+            ("user", "second on B"),
+        ]),
+        "B sent A's turn as history"
+    );
+
+    // Restart A: the history lives in Redis, not in the process.
+    a.signal("TERM");
+    assert!(a.wait().success(), "{}", a.output());
+    let a_output = a.output();
+    drop(a);
+    let a = Host::spawn(dir.path(), &env);
+    turn(&a.url, "third on new A", "shared-1").await;
+    let seen = chat(upstream.requests.lock().unwrap().last().unwrap());
+    assert_eq!(
+        seen,
+        pairs(&[
+            ("user", "first on A"),
+            ("assistant", "echo: first on A"),
+            ("user", "second on B"),
+            ("assistant", "echo: second on B"),
+            ("user", "third on new A"),
+        ])
+    );
+    for output in [a_output, a.output(), b.output()] {
+        assert!(
+            output.contains("redis://:***@127.0.0.1"),
+            "debug logs show the redacted URL: {output}"
+        );
+        assert!(
+            !output.contains(REDIS_PASSWORD) && !output.contains(KEY),
+            "a secret leaked:\n{output}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_to_start_when_redis_is_down_and_names_only_the_host() {
+    let mut redis = RedisServer::start_with_password(REDIS_PASSWORD);
+    let url = redis.url();
+    redis.stop();
+    let dir = tempfile::tempdir().unwrap();
+    write_profiles(dir.path());
+    let mut cmd = command(
+        dir.path(),
+        &["serve", "--bind", "127.0.0.1:0"],
+        &[
+            ("GATEWAY_MEMORY__BACKEND", "redis"),
+            ("GATEWAY_MEMORY__REDIS_URL", &url),
+        ],
+    );
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("redis at 127.0.0.1:{}", redis.port())),
+        "{text}"
+    );
+    assert!(!text.contains(REDIS_PASSWORD), "{text}");
+}
+
+/// Start a held turn on `host` and return its body stream once the first token arrived.
+async fn held_stream(
+    url: &str,
+) -> std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>> {
+    let response = client()
+        .post(format!("{url}/v1/conversation"))
+        .json(&json!({"message": "please hold", "session_key": "held"}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = Box::pin(response.bytes_stream());
+    let mut seen = String::new();
+    while !seen.contains("echo: ") {
+        seen.push_str(&String::from_utf8_lossy(
+            &body.next().await.unwrap().unwrap(),
+        ));
+    }
+    body
+}
+
+async fn rest(
+    mut body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+) -> String {
+    let mut text = String::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Err(e) => panic!("the stream broke instead of ending cleanly: {e}; got {text}"),
+        }
+    }
+    text
+}
+
+fn final_events(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .filter(|e| *e == "text_done" || *e == "error")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_turn_finish_within_the_grace_period() {
+    let (upstream, base_url) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_profiles(dir.path());
+    let mut host = Host::spawn(
+        dir.path(),
+        &[
+            ("OPENAI_COMPAT_BASE_URL", &base_url),
+            ("GATEWAY_SHUTDOWN_GRACE_SECS", "60"),
+        ],
+    );
+    let body = held_stream(&host.url).await;
+    host.signal("TERM");
+    host.wait_for_line("draining");
+    // While draining, a new turn is refused (or its connection is no longer accepted).
+    let late = client()
+        .post(format!("{}/v1/conversation", host.url))
+        .json(&json!({"message": "late"}))
+        .send()
+        .await;
+    if let Ok(response) = late {
+        assert_eq!(response.status(), 503);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "shutting_down");
+    }
+    upstream.release.notify_one();
+    let text = rest(body).await;
+    assert_eq!(final_events(&text), ["text_done"], "{text}");
+    assert!(text.contains("please hold"), "{text}");
+    let status = host.wait();
+    assert!(status.success(), "exit {status:?}:\n{}", host.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_stuck_turn_with_one_error_event_after_the_grace_period() {
+    let (_upstream, base_url) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_profiles(dir.path());
+    let mut host = Host::spawn(
+        dir.path(),
+        &[
+            ("OPENAI_COMPAT_BASE_URL", &base_url),
+            ("GATEWAY_SHUTDOWN_GRACE_SECS", "1"),
+        ],
+    );
+    let body = held_stream(&host.url).await;
+    host.signal("TERM");
+    let text = rest(body).await;
+    assert_eq!(final_events(&text), ["error"], "{text}");
+    assert!(text.contains("host shutting down"), "{text}");
+    let status = host.wait();
+    assert!(status.success(), "exit {status:?}:\n{}", host.output());
+    assert!(
+        host.output().contains("grace period over"),
+        "{}",
+        host.output()
+    );
+}
+
+#[test]
+fn check_reports_auth_exposure_and_redis_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    write_profiles(dir.path());
+    let run = |env: &[(&str, &str)]| {
+        let output = command(dir.path(), &["check"], env).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    // Open on a public address: a warning (not a failure).
+    let (ok, text) = run(&[("GATEWAY_BIND", "0.0.0.0:8787")]);
+    assert!(ok, "{text}");
+    assert!(text.contains("WITHOUT client authentication"), "{text}");
+    // With tokens: counted, never shown.
+    let tokens_file = dir.path().join("tokens.txt");
+    std::fs::write(&tokens_file, "# clients\nfile-TOKEN-aaaa\n").unwrap();
+    let (ok, text) = run(&[
+        ("GATEWAY_BIND", "0.0.0.0:8787"),
+        ("GATEWAY_AUTH__TOKENS", "env-TOKEN-bbbb,env-TOKEN-cccc"),
+        ("GATEWAY_AUTH__TOKENS_FILE", tokens_file.to_str().unwrap()),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("3 bearer token(s) accepted"), "{text}");
+    assert!(!text.contains("WITHOUT client authentication"), "{text}");
+    assert!(!text.contains("TOKEN-"), "{text}");
+    // A missing tokens file fails closed and fails check.
+    let (ok, text) = run(&[("GATEWAY_AUTH__TOKENS_FILE", "/nonexistent/tokens")]);
+    assert!(!ok && text.contains("/nonexistent/tokens"), "{text}");
+    // Redis down: a problem naming the host; the password is redacted.
+    let (ok, text) = run(&[
+        ("GATEWAY_MEMORY__BACKEND", "redis"),
+        (
+            "GATEWAY_MEMORY__REDIS_URL",
+            &format!("redis://:{REDIS_PASSWORD}@127.0.0.1:9/0"),
+        ),
+    ]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("redis://:***@127.0.0.1:9/0"), "{text}");
+    assert!(text.contains("redis at 127.0.0.1:9"), "{text}");
+    assert!(!text.contains(REDIS_PASSWORD), "{text}");
+}

@@ -110,14 +110,12 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let body = json!({"error": {"code": code, "message": self.to_string()}});
         let mut response = (status, Json(body)).into_response();
-        let headers = response.headers_mut();
-        match &self {
-            ApiError::Refused {
-                retry_after_secs, ..
-            } => {
-                headers.insert(header::RETRY_AFTER, (*retry_after_secs).into());
-            }
-            _ => {}
+        if let ApiError::Refused {
+            retry_after_secs, ..
+        } = &self
+        {
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, (*retry_after_secs).into());
         }
         response
     }

@@ -14,13 +14,18 @@ fn cases(target: &str) -> Vec<(String, Vec<u8>)> {
         .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
+        .map(|e| e.expect("directory entry").path())
         .filter(|p| p.is_file())
         .collect();
     files.sort();
     files
         .into_iter()
-        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read(&p).expect("readable case"),
+            )
+        })
         .collect()
 }
 

@@ -36,7 +36,10 @@
 //! it sets its own; gateway kinds should accept these three keys), `keepalive_secs = 15`,
 //! `limits.{max_body_bytes = 65536, max_message_chars = 16000}`,
 //! `retry.{max_attempts = 2, max_retry_after_ms = 5000}` (per instance: `[gateways.<id>]
-//! retry = {...}`).
+//! retry = {...}`). Operations (`docs/operations.md`): `memory.{backend = "redis", redis_url,
+//! redis_key_prefix}` for replicas sharing memory, `auth.{tokens, tokens_file,
+//! public_metrics}`, `limits.{max_streams = 2048, max_streams_per_session = 4,
+//! max_upstream_concurrency = 0}` (per instance: `max_concurrency`), `shutdown_grace_secs = 10`.
 //!
 //! **Gateways.** Every linked kind has a built-in instance named after it, configured from
 //! `<KIND>_*` variables (`OPENAI_COMPAT_API_KEY`, `OPENAI_COMPAT_BASE_URL`, `OPENAI_COMPAT_MODEL`,

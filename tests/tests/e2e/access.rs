@@ -223,3 +223,66 @@ async fn upstream_concurrency_limit_waits_then_errors_busy() {
     assert_eq!(answer.last()["type"], "text_done");
     assert!(host.state.metrics().render().contains(r#"cause="busy""#));
 }
+
+#[tokio::test]
+async fn openai_facade_gets_the_same_auth_and_limits_in_its_own_error_shape() {
+    let host = TestHost::with(HostSpec {
+        config: json!({
+            "auth": {"tokens": [TOKEN]},
+            "limits": {"max_streams_per_session": 1},
+        }),
+        ..HostSpec::default()
+    })
+    .await;
+    let url = format!("{}/v1/chat/completions", host.url);
+    let body = json!({"model": "default", "stream": true, "user": "facade-1",
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let denied = host.client.post(&url).json(&body).send().await.unwrap();
+    let (status, headers, error) = json_error(denied).await;
+    assert_eq!(status, 401);
+    assert!(headers.contains_key("www-authenticate"));
+    assert_eq!(
+        error["type"], "authentication_error",
+        "OpenAI clients read type"
+    );
+    assert_eq!(error["code"], "unauthorized");
+
+    let (closed, _) = oneshot::channel();
+    let release = Arc::new(Notify::new());
+    host.upstream.push(Reply::Hold {
+        first: vec!["Held".into()],
+        release: release.clone(),
+        closed,
+    });
+    let first = host
+        .client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = Box::pin(first.bytes_stream());
+    let mut seen = String::new();
+    while !seen.contains("Held") {
+        seen.push_str(&String::from_utf8_lossy(
+            &stream.next().await.unwrap().unwrap(),
+        ));
+    }
+    let busy = host
+        .client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, headers, error) = json_error(busy).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(error["code"], "session_busy");
+    assert_eq!(error["type"], "rate_limit_error");
+    release.notify_one();
+    let rest = finish(stream).await;
+    assert!(rest.contains("[DONE]"), "{rest}");
+}

@@ -295,6 +295,29 @@ impl MockUpstream {
     pub fn request_times(&self) -> Vec<std::time::Instant> {
         self.state.times.lock().clone()
     }
+
+    /// Queue a held answer ([`Reply::Hold`]): `first` is sent at once, the rest waits for the
+    /// returned `Notify`; the receiver fires if the host closes the upstream connection before
+    /// that (see [`upstream_closed`]).
+    pub fn hold(&self, first: &[&str]) -> (Arc<Notify>, oneshot::Receiver<()>) {
+        let (closed_tx, closed_rx) = oneshot::channel();
+        let release = Arc::new(Notify::new());
+        self.push(Reply::Hold {
+            first: first.iter().map(|t| t.to_string()).collect(),
+            release: release.clone(),
+            closed: closed_tx,
+        });
+        (release, closed_rx)
+    }
+}
+
+/// Wait (at most [`DEADLINE`]) for the `closed` signal of a held answer
+/// ([`MockUpstream::hold`]): the host dropped the upstream connection.
+pub async fn upstream_closed(closed: oneshot::Receiver<()>) {
+    tokio::time::timeout(DEADLINE, closed)
+        .await
+        .expect("the upstream connection was closed promptly")
+        .expect("closed signal");
 }
 
 /// A `http://127.0.0.1:port/v1` base URL where nothing listens (connections are refused).
@@ -513,6 +536,19 @@ impl TestHost {
         tokio::spawn(async move { Answer::read(request.send().await.expect("request")).await })
     }
 
+    /// POST a JSON body to a path and return as soon as the response headers arrive, to read
+    /// the body as raw text.
+    pub async fn post_stream(&self, path: &str, body: Value) -> TextStream {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        TextStream::new(response)
+    }
+
     /// POST a JSON body (or nothing) to a path, returning status and JSON.
     pub async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = self.client.post(format!("{}{path}", self.url));
@@ -726,6 +762,53 @@ impl EventReader {
             .filter(|e| e["type"] == "delta")
             .filter_map(|e| e["text"].as_str())
             .collect()
+    }
+}
+
+/// A streamed response body read as raw text, piece by piece as it arrives.
+pub struct TextStream {
+    /// HTTP status.
+    pub status: u16,
+    body: ByteStream,
+    /// Everything read so far.
+    pub seen: String,
+}
+
+impl TextStream {
+    /// A reader of a streamed response.
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            status: response.status().as_u16(),
+            body: Box::pin(response.bytes_stream()),
+            seen: String::new(),
+        }
+    }
+
+    /// Read until the text so far contains `needle`; fails if the stream ends or breaks first.
+    pub async fn until(&mut self, needle: &str) {
+        while !self.seen.contains(needle) {
+            let piece = self
+                .body
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("the stream ended before {needle:?}: {}", self.seen))
+                .unwrap_or_else(|e| panic!("the stream broke before {needle:?}: {e}"));
+            self.seen.push_str(&String::from_utf8_lossy(&piece));
+        }
+    }
+
+    /// Read to the end; returns the text this call read (also added to [`TextStream::seen`]).
+    /// Fails if the stream breaks instead of ending cleanly.
+    pub async fn rest(&mut self) -> String {
+        let mut text = String::new();
+        while let Some(piece) = self.body.next().await {
+            match piece {
+                Ok(piece) => text.push_str(&String::from_utf8_lossy(&piece)),
+                Err(e) => panic!("the stream broke instead of ending cleanly: {e}; got {text}"),
+            }
+        }
+        self.seen.push_str(&text);
+        text
     }
 }
 

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use gateway_tests::{HostSpec, Reply, TestHost};
+use gateway_tests::{HostSpec, TestHost, TextStream};
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 const TOKEN: &str = "tok-e2e-DISTINCT-4242";
 
@@ -93,39 +92,12 @@ async fn public_metrics_and_auth_off_by_default() {
 
 /// Start a turn whose upstream answer is held until `release`; returns once its first delta
 /// arrived, with the body stream still open.
-async fn held_turn(
-    host: &TestHost,
-    body: Value,
-) -> (
-    Arc<Notify>,
-    impl futures::Stream<Item = reqwest::Result<bytes::Bytes>>,
-) {
-    let (closed, _) = oneshot::channel();
-    let release = Arc::new(Notify::new());
-    host.upstream.push(Reply::Hold {
-        first: vec!["Held".into()],
-        release: release.clone(),
-        closed,
-    });
-    let response = post(host, None, body).await;
-    assert_eq!(response.status(), 200);
-    let mut stream = Box::pin(response.bytes_stream());
-    let mut seen = String::new();
-    while !seen.contains("Held") {
-        let chunk = stream.next().await.expect("open").unwrap();
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+async fn held_turn(host: &TestHost, body: Value) -> (Arc<Notify>, TextStream) {
+    let (release, _) = host.upstream.hold(&["Held"]);
+    let mut stream = TextStream::new(post(host, None, body).await);
+    assert_eq!(stream.status, 200);
+    stream.until("Held").await;
     (release, stream)
-}
-
-async fn finish(
-    mut stream: impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
-) -> String {
-    let mut text = String::new();
-    while let Some(chunk) = stream.next().await {
-        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-    }
-    text
 }
 
 #[tokio::test]
@@ -135,14 +107,14 @@ async fn total_stream_limit_answers_503_overloaded_with_retry_after() {
         ..HostSpec::default()
     })
     .await;
-    let (release, stream) = held_turn(&host, json!({"message": "first"})).await;
+    let (release, mut stream) = held_turn(&host, json!({"message": "first"})).await;
     let (status, headers, error) =
         json_error(post(&host, None, json!({"message": "second"})).await).await;
     assert_eq!(status, 503);
     assert_eq!(error["code"], "overloaded");
     assert_eq!(headers["retry-after"], "1");
     release.notify_one();
-    let text = finish(Box::pin(stream)).await;
+    let text = stream.rest().await;
     assert!(text.contains("event: text_done"), "{text}");
     let answer = host.sse(json!({"message": "third"})).await;
     assert_eq!(answer.last()["type"], "text_done", "the slot came back");
@@ -160,7 +132,7 @@ async fn per_session_limit_answers_429_session_busy() {
         ..HostSpec::default()
     })
     .await;
-    let (release, stream) =
+    let (release, mut stream) =
         held_turn(&host, json!({"message": "first", "session_key": "busy-1"})).await;
     let (status, headers, error) = json_error(
         post(
@@ -179,7 +151,7 @@ async fn per_session_limit_answers_429_session_busy() {
         .await;
     assert_eq!(other.last()["type"], "text_done", "other sessions are free");
     release.notify_one();
-    finish(Box::pin(stream)).await;
+    stream.rest().await;
     let again = host
         .sse(json!({"message": "now", "session_key": "busy-1"}))
         .await;
@@ -203,7 +175,7 @@ async fn upstream_concurrency_limit_waits_then_errors_busy() {
         ..HostSpec::default()
     })
     .await;
-    let (release, stream) = held_turn(&host, json!({"message": "first"})).await;
+    let (release, mut stream) = held_turn(&host, json!({"message": "first"})).await;
     let answer = host.sse(json!({"message": "second"})).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.types(), ["error"], "{}", answer.body);
@@ -218,7 +190,7 @@ async fn upstream_concurrency_limit_waits_then_errors_busy() {
         "the upstream saw one turn"
     );
     release.notify_one();
-    finish(Box::pin(stream)).await;
+    stream.rest().await;
     let answer = host.sse(json!({"message": "third"})).await;
     assert_eq!(answer.last()["type"], "text_done");
     assert!(host.state.metrics().render().contains(r#"cause="busy""#));
@@ -247,13 +219,7 @@ async fn openai_facade_gets_the_same_auth_and_limits_in_its_own_error_shape() {
     );
     assert_eq!(error["code"], "unauthorized");
 
-    let (closed, _) = oneshot::channel();
-    let release = Arc::new(Notify::new());
-    host.upstream.push(Reply::Hold {
-        first: vec!["Held".into()],
-        release: release.clone(),
-        closed,
-    });
+    let (release, _) = host.upstream.hold(&["Held"]);
     let first = host
         .client
         .post(&url)
@@ -262,13 +228,8 @@ async fn openai_facade_gets_the_same_auth_and_limits_in_its_own_error_shape() {
         .send()
         .await
         .unwrap();
-    let mut stream = Box::pin(first.bytes_stream());
-    let mut seen = String::new();
-    while !seen.contains("Held") {
-        seen.push_str(&String::from_utf8_lossy(
-            &stream.next().await.unwrap().unwrap(),
-        ));
-    }
+    let mut stream = TextStream::new(first);
+    stream.until("Held").await;
     let busy = host
         .client
         .post(&url)
@@ -283,6 +244,6 @@ async fn openai_facade_gets_the_same_auth_and_limits_in_its_own_error_shape() {
     assert_eq!(error["code"], "session_busy");
     assert_eq!(error["type"], "rate_limit_error");
     release.notify_one();
-    let rest = finish(stream).await;
+    let rest = stream.rest().await;
     assert!(rest.contains("[DONE]"), "{rest}");
 }

@@ -300,14 +300,12 @@ async fn client_disconnect_ends_the_retry_wait() {
     )
     .await;
     primary.push(Reply::retry_after(503, 300));
-    let response = host
-        .client
-        .post(format!("{}/v1/conversation", host.url))
-        .json(&json!({"message": "hi", "profile": "voice"}))
-        .send()
-        .await
-        .unwrap();
-    let body = response.bytes_stream();
+    let stream = host
+        .post_stream(
+            "/v1/conversation",
+            json!({"message": "hi", "profile": "voice"}),
+        )
+        .await;
     let m = host.state.metrics();
     // The host is now waiting out the 300 s Retry-After.
     wait_for(|| {
@@ -315,7 +313,7 @@ async fn client_disconnect_ends_the_retry_wait() {
             .contains(r#"gateway_host_retries_total{gateway="primary""#)
     })
     .await;
-    drop(body);
+    drop(stream);
     wait_for(|| m.render().contains("gateway_host_in_flight_streams 0")).await;
     assert!(m.render().contains(r#"cause="client_disconnected""#));
     assert_eq!(primary.requests().len(), 1);

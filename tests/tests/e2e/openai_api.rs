@@ -1,13 +1,12 @@
 //! The OpenAI-compatible facade on the wire: `/v1/chat/completions` chunks and objects,
 //! `[DONE]`, usage, errors, memory, cancellation, and `/v1/models`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use gateway_tests::{chunk, profile, wait_for, HostSpec, Reply, TestHost, TEST_KEY};
+use gateway_tests::{
+    chunk, profile, upstream_closed, wait_for, HostSpec, Reply, TestHost, TEST_KEY,
+};
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, Notify};
 
 const SYSTEM: &str = "You speak briefly.\n\nYou are profile default.";
 
@@ -576,31 +575,16 @@ async fn user_or_session_header_switches_on_server_side_memory() {
 #[tokio::test]
 async fn client_disconnect_cancels_the_upstream() {
     let host = TestHost::start().await;
-    let (closed_tx, closed_rx) = oneshot::channel();
-    let release = Arc::new(Notify::new());
-    host.upstream.push(Reply::Hold {
-        first: vec!["Partial".into()],
-        release: release.clone(),
-        closed: closed_tx,
-    });
-    let response = host
-        .client
-        .post(format!("{}/v1/chat/completions", host.url))
-        .json(&hi(json!({"stream": true, "user": "gone"})))
-        .send()
-        .await
-        .unwrap();
-    let mut body = response.bytes_stream();
-    let mut seen = String::new();
-    while !seen.contains("Partial") {
-        let piece = body.next().await.expect("stream open").unwrap();
-        seen.push_str(&String::from_utf8_lossy(&piece));
-    }
-    drop(body);
-    tokio::time::timeout(Duration::from_secs(5), closed_rx)
-        .await
-        .expect("the upstream connection was closed promptly")
-        .expect("closed signal");
+    let (_release, closed) = host.upstream.hold(&["Partial"]);
+    let mut stream = host
+        .post_stream(
+            "/v1/chat/completions",
+            hi(json!({"stream": true, "user": "gone"})),
+        )
+        .await;
+    stream.until("Partial").await;
+    drop(stream);
+    upstream_closed(closed).await;
     let metrics = host.state.metrics();
     wait_for(|| {
         metrics
@@ -624,35 +608,16 @@ async fn keep_alive_comments_while_the_upstream_is_silent() {
         ..HostSpec::default()
     })
     .await;
-    let (closed_tx, _closed_rx) = oneshot::channel();
-    let release = Arc::new(Notify::new());
-    host.upstream.push(Reply::Hold {
-        first: vec!["Wait".into()],
-        release: release.clone(),
-        closed: closed_tx,
-    });
-    let response = host
-        .client
-        .post(format!("{}/v1/chat/completions", host.url))
-        .json(&hi(json!({"stream": true})))
-        .send()
-        .await
-        .unwrap();
-    let mut body = response.bytes_stream();
-    let mut seen = String::new();
-    let read = async {
-        while !seen.contains(": keep-alive\n\n") {
-            let piece = body.next().await.expect("stream open").unwrap();
-            seen.push_str(&String::from_utf8_lossy(&piece));
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
+    let (release, _closed) = host.upstream.hold(&["Wait"]);
+    let mut stream = host
+        .post_stream("/v1/chat/completions", hi(json!({"stream": true})))
+        .await;
+    tokio::time::timeout(Duration::from_secs(10), stream.until(": keep-alive\n\n"))
         .await
         .expect("a keep-alive comment arrives");
     release.notify_one();
-    while let Some(piece) = body.next().await {
-        seen.push_str(&String::from_utf8_lossy(&piece.unwrap()));
-    }
+    stream.rest().await;
+    let seen = stream.seen;
     assert!(seen.ends_with("data: [DONE]\n\n"), "{seen}");
 }
 

@@ -4,12 +4,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use gateway_core::testing::RedisServer;
 use gateway_core::Role;
-use gateway_tests::{Answer, HostSpec, Reply, TestHost};
+use gateway_tests::{Answer, HostSpec, TestHost, TextStream};
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 fn redis_spec(redis: &RedisServer, prefix: &str) -> HostSpec {
     HostSpec {
@@ -24,36 +23,16 @@ fn redis_spec(redis: &RedisServer, prefix: &str) -> HostSpec {
 
 /// Start a turn on `host` whose answer is held after its first token; returns the release
 /// handle and the open body once that token arrived.
-async fn held(
-    host: &TestHost,
-    i: usize,
-) -> (
-    Arc<Notify>,
-    std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    String,
-) {
-    let release = Arc::new(Notify::new());
-    let (closed, _) = oneshot::channel();
-    host.upstream.push(Reply::Hold {
-        first: vec![format!("answer-{i}")],
-        release: release.clone(),
-        closed,
-    });
-    let response = host
-        .client
-        .post(format!("{}/v1/conversation", host.url))
-        .json(&json!({"message": format!("question-{i}"), "session_key": "shared"}))
-        .send()
-        .await
-        .unwrap();
-    let mut body = Box::pin(response.bytes_stream());
-    let mut seen = String::new();
-    while !seen.contains("answer-") {
-        seen.push_str(&String::from_utf8_lossy(
-            &body.next().await.unwrap().unwrap(),
-        ));
-    }
-    (release, body, seen)
+async fn held(host: &TestHost, i: usize) -> (Arc<Notify>, TextStream) {
+    let (release, _) = host.upstream.hold(&[&format!("answer-{i}")]);
+    let mut stream = host
+        .post_stream(
+            "/v1/conversation",
+            json!({"message": format!("question-{i}"), "session_key": "shared"}),
+        )
+        .await;
+    stream.until("answer-").await;
+    (release, stream)
 }
 
 #[tokio::test]
@@ -75,17 +54,13 @@ async fn overlapping_turns_on_several_hosts_keep_each_turn_adjacent() {
             let i = round * HOSTS + h;
             open.push((i, held(host, i).await));
         }
-        for (_, (release, _, _)) in &open {
+        for (_, (release, _)) in &open {
             release.notify_one();
         }
-        let finishing = open
-            .into_iter()
-            .map(|(i, (_, mut body, mut seen))| async move {
-                while let Some(chunk) = body.next().await {
-                    seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-                }
-                (i, seen)
-            });
+        let finishing = open.into_iter().map(|(i, (_, mut stream))| async move {
+            stream.rest().await;
+            (i, stream.seen)
+        });
         for (i, text) in futures::future::join_all(finishing).await {
             let done = text
                 .split("\n\n")

@@ -1,10 +1,9 @@
 //! Voice-grade turns: interrupts, queue modes, session view and sentence events.
 
-use std::sync::Arc;
-
-use gateway_tests::{chat_of, pairs, profile, HostSpec, Reply, TestHost, DEADLINE};
+use gateway_tests::{
+    chat_of, pairs, profile, upstream_closed, HostSpec, Reply, TestHost, DEADLINE,
+};
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, Notify};
 
 /// A profile with `llm.queue.mode` set.
 fn queued(id: &str, mode: &str) -> Value {
@@ -22,26 +21,6 @@ async fn host() -> TestHost {
             .with_profile(queued("typo", "stear")),
     )
     .await
-}
-
-/// Queue a held answer: `first` is sent at once, the rest waits for the returned `Notify`;
-/// the receiver fires if the host closes the upstream connection before that.
-fn hold(host: &TestHost, first: &[&str]) -> (Arc<Notify>, oneshot::Receiver<()>) {
-    let (closed_tx, closed_rx) = oneshot::channel();
-    let release = Arc::new(Notify::new());
-    host.upstream.push(Reply::Hold {
-        first: first.iter().map(|t| t.to_string()).collect(),
-        release: release.clone(),
-        closed: closed_tx,
-    });
-    (release, closed_rx)
-}
-
-async fn upstream_closed(closed: oneshot::Receiver<()>) {
-    tokio::time::timeout(DEADLINE, closed)
-        .await
-        .expect("the upstream request was cancelled promptly")
-        .expect("closed signal");
 }
 
 fn text_dones(events: &[Value]) -> Vec<&Value> {
@@ -63,7 +42,7 @@ async fn interrupt(host: &TestHost, key: &str, body: Option<Value>) -> (u16, Val
 #[tokio::test]
 async fn interrupt_with_heard_cuts_the_turn_and_the_next_turn_sees_only_what_was_heard() {
     let host = host().await;
-    let (_release, closed) = hold(&host, &["Hello there", ", how are"]);
+    let (_release, closed) = host.upstream.hold(&["Hello there", ", how are"]);
     let mut first = host
         .open(json!({"message": "one", "session_key": "i1"}))
         .await;
@@ -102,7 +81,7 @@ async fn interrupt_with_heard_cuts_the_turn_and_the_next_turn_sees_only_what_was
 #[tokio::test]
 async fn interrupt_without_heard_keeps_what_was_streamed() {
     let host = host().await;
-    let (_release, closed) = hold(&host, &["I think", " that"]);
+    let (_release, closed) = host.upstream.hold(&["I think", " that"]);
     let mut first = host
         .open(json!({"message": "one", "session_key": "i2"}))
         .await;
@@ -117,7 +96,7 @@ async fn interrupt_without_heard_keeps_what_was_streamed() {
     assert_eq!(text_dones(&events)[0]["interrupted"], true);
 
     // `heard` that is not a prefix of the streamed text is stored as given.
-    let (_release, _closed) = hold(&host, &["Bonjour"]);
+    let (_release, _closed) = host.upstream.hold(&["Bonjour"]);
     let mut second = host
         .open(json!({"message": "two", "session_key": "i2"}))
         .await;
@@ -184,7 +163,7 @@ async fn interrupt_when_nothing_is_in_flight_is_a_409_and_bad_input_a_400() {
 #[tokio::test]
 async fn collect_runs_the_second_turn_after_the_first_with_it_in_history() {
     let host = host().await;
-    let (release, _closed) = hold(&host, &["First answer."]);
+    let (release, _closed) = host.upstream.hold(&["First answer."]);
     host.upstream.push(Reply::tokens(&["Second answer."]));
     let mut first = host
         .open(json!({"message": "one", "session_key": "c1"}))
@@ -219,7 +198,7 @@ async fn collect_runs_the_second_turn_after_the_first_with_it_in_history() {
 #[tokio::test]
 async fn unknown_queue_mode_runs_as_collect() {
     let host = host().await;
-    let (release, _closed) = hold(&host, &["Held."]);
+    let (release, _closed) = host.upstream.hold(&["Held."]);
     let mut first = host
         .open(json!({"profile": "typo", "message": "one", "session_key": "t1"}))
         .await;
@@ -235,7 +214,7 @@ async fn unknown_queue_mode_runs_as_collect() {
 #[tokio::test]
 async fn steer_interrupts_the_running_turn_and_the_new_turn_sees_what_was_streamed() {
     let host = host().await;
-    let (_release, closed) = hold(&host, &["Partial", " answer"]);
+    let (_release, closed) = host.upstream.hold(&["Partial", " answer"]);
     let mut first = host
         .open(json!({"profile": "steer", "message": "one", "session_key": "s1"}))
         .await;
@@ -269,7 +248,7 @@ async fn steer_backlog_keeps_the_user_message_when_nothing_was_streamed_and_stee
         ("backlog", "b1", pairs(&[("user", "one"), ("user", "two")])),
         ("steer", "b2", pairs(&[("user", "two")])),
     ] {
-        let (_release, closed) = hold(&host, &[]);
+        let (_release, closed) = host.upstream.hold(&[]);
         let before = host.upstream.requests().len();
         let mut first = host
             .open(json!({"profile": profile, "message": "one", "session_key": key}))
@@ -312,7 +291,7 @@ async fn get_session_shows_history_and_in_flight() {
     host.upstream.push(Reply::tokens(&["Hi!"]));
     host.sse(json!({"message": "hello", "session_key": "g1"}))
         .await;
-    let (release, _closed) = hold(&host, &["Wait"]);
+    let (release, _closed) = host.upstream.hold(&["Wait"]);
     let mut turn = host
         .open(json!({"message": "again", "session_key": "g1"}))
         .await;

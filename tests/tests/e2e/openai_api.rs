@@ -1,12 +1,10 @@
 //! The OpenAI-compatible facade on the wire: `/v1/chat/completions` chunks and objects,
 //! `[DONE]`, usage, errors, memory, cancellation, and `/v1/models`.
 
-use std::time::Duration;
-
-use gateway_tests::{
-    chunk, profile, upstream_closed, wait_for, HostSpec, Reply, TestHost, TEST_KEY,
-};
+use gateway_tests::{chunk, profile, HostSpec, Reply, TestHost, TEST_KEY};
 use serde_json::{json, Value};
+
+use super::disconnect::{hang_up_mid_answer, keep_alive_while_silent};
 
 const SYSTEM: &str = "You speak briefly.\n\nYou are profile default.";
 
@@ -574,50 +572,16 @@ async fn user_or_session_header_switches_on_server_side_memory() {
 
 #[tokio::test]
 async fn client_disconnect_cancels_the_upstream() {
-    let host = TestHost::start().await;
-    let (_release, closed) = host.upstream.hold(&["Partial"]);
-    let mut stream = host
-        .post_stream(
-            "/v1/chat/completions",
-            hi(json!({"stream": true, "user": "gone"})),
-        )
-        .await;
-    stream.until("Partial").await;
-    drop(stream);
-    upstream_closed(closed).await;
-    let metrics = host.state.metrics();
-    wait_for(|| {
-        metrics
-            .render()
-            .contains("gateway_host_in_flight_streams 0")
-    })
+    hang_up_mid_answer(
+        "/v1/chat/completions",
+        hi(json!({"stream": true, "user": "gone"})),
+    )
     .await;
-    assert!(host
-        .state
-        .store()
-        .history("gone", 10)
-        .await
-        .unwrap()
-        .is_empty());
 }
 
 #[tokio::test]
 async fn keep_alive_comments_while_the_upstream_is_silent() {
-    let host = TestHost::with(HostSpec {
-        config: json!({"keepalive_secs": 1}),
-        ..HostSpec::default()
-    })
-    .await;
-    let (release, _closed) = host.upstream.hold(&["Wait"]);
-    let mut stream = host
-        .post_stream("/v1/chat/completions", hi(json!({"stream": true})))
-        .await;
-    tokio::time::timeout(Duration::from_secs(10), stream.until(": keep-alive\n\n"))
-        .await
-        .expect("a keep-alive comment arrives");
-    release.notify_one();
-    stream.rest().await;
-    let seen = stream.seen;
+    let seen = keep_alive_while_silent("/v1/chat/completions", hi(json!({"stream": true}))).await;
     assert!(seen.ends_with("data: [DONE]\n\n"), "{seen}");
 }
 

@@ -488,25 +488,27 @@ impl TestHost {
         self.dir.path().join("prompts/voice-system-prompt.md")
     }
 
+    /// A POST to `path` on this host, ready for a body.
+    fn post_to(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.url))
+    }
+
+    /// A POST of `body` to /v1/conversation, ready to send.
+    fn conversation(&self, body: &Value) -> reqwest::RequestBuilder {
+        self.post_to("/v1/conversation").json(body)
+    }
+
     /// POST /v1/conversation and read the whole SSE answer.
     pub async fn sse(&self, body: Value) -> Answer {
-        let response = self
-            .client
-            .post(format!("{}/v1/conversation", self.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
+        let response = self.conversation(&body).send().await.expect("request");
         Answer::read(response).await
     }
 
     /// POST /v1/conversation with `Accept: application/x-ndjson`.
     pub async fn ndjson(&self, body: Value) -> Answer {
         let response = self
-            .client
-            .post(format!("{}/v1/conversation", self.url))
+            .conversation(&body)
             .header("accept", "application/x-ndjson")
-            .json(&body)
             .send()
             .await
             .expect("request");
@@ -516,23 +518,14 @@ impl TestHost {
     /// POST /v1/conversation and return as soon as the response headers arrive, to read the
     /// events one by one.
     pub async fn open(&self, body: Value) -> EventReader {
-        let response = self
-            .client
-            .post(format!("{}/v1/conversation", self.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
+        let response = self.conversation(&body).send().await.expect("request");
         assert_eq!(response.status(), 200, "conversation status");
         EventReader::new(response)
     }
 
     /// POST /v1/conversation in a background task; the handle yields the whole answer.
     pub fn spawn_sse(&self, body: Value) -> tokio::task::JoinHandle<Answer> {
-        let request = self
-            .client
-            .post(format!("{}/v1/conversation", self.url))
-            .json(&body);
+        let request = self.conversation(&body);
         tokio::spawn(async move { Answer::read(request.send().await.expect("request")).await })
     }
 
@@ -540,8 +533,7 @@ impl TestHost {
     /// the body as raw text.
     pub async fn post_stream(&self, path: &str, body: Value) -> TextStream {
         let response = self
-            .client
-            .post(format!("{}{path}", self.url))
+            .post_to(path)
             .json(&body)
             .send()
             .await
@@ -551,17 +543,11 @@ impl TestHost {
 
     /// POST a JSON body (or nothing) to a path, returning status and JSON.
     pub async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.client.post(format!("{}{path}", self.url));
+        let mut request = self.post_to(path);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let r = request.send().await.expect("request");
-        let status = r.status().as_u16();
-        let text = r.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        status_and_json(request.send().await.expect("request")).await
     }
 
     /// Wait until the host's view of session `key` satisfies `cond` (fails after
@@ -595,19 +581,19 @@ impl TestHost {
 
     /// GET a path, returning status and JSON (or `Value::String` of the text).
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        let text = r.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let request = self.client.get(format!("{}{path}", self.url));
+        status_and_json(request.send().await.expect("request")).await
     }
+}
+
+/// A response's status and JSON body (or `Value::String` of the text).
+async fn status_and_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// A client that never uses a proxy.
@@ -691,12 +677,17 @@ impl Answer {
 
     /// The concatenated delta texts.
     pub fn text(&self) -> String {
-        self.events
-            .iter()
-            .filter(|e| e["type"] == "delta")
-            .filter_map(|e| e["text"].as_str())
-            .collect()
+        delta_text(&self.events)
     }
+}
+
+/// The concatenated `text` of the `delta` events.
+fn delta_text(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["type"] == "delta")
+        .filter_map(|e| e["text"].as_str())
+        .collect()
 }
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
@@ -757,11 +748,7 @@ impl EventReader {
 
     /// The concatenated delta texts read so far.
     pub fn text(&self) -> String {
-        self.events
-            .iter()
-            .filter(|e| e["type"] == "delta")
-            .filter_map(|e| e["text"].as_str())
-            .collect()
+        delta_text(&self.events)
     }
 }
 
@@ -812,7 +799,8 @@ impl TextStream {
     }
 }
 
-/// The non-system messages of an upstream request body as (role, content) pairs.
+/// The non-system messages of an upstream request body as (role, content) pairs; fails on a
+/// message whose role or content is not a string.
 pub fn chat_of(body: &Value) -> Vec<(String, String)> {
     body["messages"]
         .as_array()
@@ -820,10 +808,13 @@ pub fn chat_of(body: &Value) -> Vec<(String, String)> {
         .iter()
         .filter(|m| m["role"] != "system")
         .map(|m| {
-            (
-                m["role"].as_str().unwrap_or_default().to_string(),
-                m["content"].as_str().unwrap_or_default().to_string(),
-            )
+            let text = |key: &str| {
+                m[key]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("message {key} is not a string: {m}"))
+                    .to_string()
+            };
+            (text("role"), text("content"))
         })
         .collect()
 }

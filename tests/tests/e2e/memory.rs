@@ -1,20 +1,5 @@
-use gateway_tests::{profile, HostSpec, Reply, TestHost};
+use gateway_tests::{chat_of, pairs, profile, HostSpec, Reply, TestHost};
 use serde_json::{json, Value};
-
-fn chat(body: &Value) -> Vec<(String, String)> {
-    body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] != "system")
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap().to_string(),
-                m["content"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn history_is_sent_and_capped_at_max_messages() {
@@ -31,26 +16,23 @@ async fn history_is_sent_and_capped_at_max_messages() {
         assert_eq!(answer.last()["type"], "text_done");
     }
     let requests = host.upstream.requests();
-    assert_eq!(chat(&requests[0]), [("user".into(), "q0".into())]);
-    assert_eq!(chat(&requests[1]).len(), 3);
-    let last = chat(&requests[3]);
-    let expected: Vec<(String, String)> = [
+    assert_eq!(chat_of(&requests[0]), [("user".into(), "q0".into())]);
+    assert_eq!(chat_of(&requests[1]).len(), 3);
+    let last = chat_of(&requests[3]);
+    let expected = pairs(&[
         ("user", "q1"),
         ("assistant", "a1"),
         ("user", "q2"),
         ("assistant", "a2"),
         ("user", "q3"),
-    ]
-    .iter()
-    .map(|(r, c)| (r.to_string(), c.to_string()))
-    .collect();
+    ]);
     assert_eq!(last, expected);
     // Another session is independent; no session key means no memory.
     host.sse(json!({"message": "x", "session_key": "s2"})).await;
-    assert_eq!(chat(&host.upstream.last_request()).len(), 1);
+    assert_eq!(chat_of(&host.upstream.last_request()).len(), 1);
     host.sse(json!({"message": "y"})).await;
     host.sse(json!({"message": "z"})).await;
-    assert_eq!(chat(&host.upstream.last_request()).len(), 1);
+    assert_eq!(chat_of(&host.upstream.last_request()).len(), 1);
 }
 
 #[tokio::test]
@@ -64,14 +46,10 @@ async fn profile_history_limit_and_session_key_apply() {
         host.sse(json!({"message": format!("q{i}"), "profile": "short"}))
             .await;
     }
-    let last = chat(&host.upstream.last_request());
+    let last = chat_of(&host.upstream.last_request());
     assert_eq!(
         last,
-        [
-            ("user".to_string(), "q1".to_string()),
-            ("assistant".into(), "a1".into()),
-            ("user".into(), "q2".into())
-        ]
+        pairs(&[("user", "q1"), ("assistant", "a1"), ("user", "q2")])
     );
     let stored = host.state.store().history("short-1", 100).await.unwrap();
     assert_eq!(stored.len(), 2, "kept at the profile's cap");
@@ -114,7 +92,7 @@ async fn delete_session_clears_it() {
     assert_eq!(body["error"]["code"], "unknown_session");
     host.sse(json!({"message": "fresh", "session_key": "del-1"}))
         .await;
-    assert_eq!(chat(&host.upstream.last_request()).len(), 1);
+    assert_eq!(chat_of(&host.upstream.last_request()).len(), 1);
     let r = host
         .client
         .delete(format!("{}/v1/sessions/bad%20key", host.url))

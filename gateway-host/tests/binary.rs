@@ -2,14 +2,12 @@
 //! one turn, secrets absent from its output, `demo` and `check`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use gateway_tests::process::{host_command, output_text, ServeProcess, SERVE_ANY_PORT};
+use gateway_tests::{write_dirs, write_profile, HostSpec};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-host");
@@ -45,78 +43,20 @@ async fn mock_upstream() -> String {
     format!("http://{addr}/v1")
 }
 
-fn write_profiles(dir: &Path) {
-    std::fs::create_dir_all(dir.join("profiles")).unwrap();
-    std::fs::create_dir_all(dir.join("prompts")).unwrap();
-    let profile = json!({"id": "default", "name": "D", "system_prompt": "Be brief.",
-                         "adapter_config": {"gateway_id": "openai-compat", "sessionKey": null}});
-    std::fs::write(dir.join("profiles/default.json"), profile.to_string()).unwrap();
-    std::fs::write(dir.join("prompts/voice-system-prompt.md"), "# c\nSpeak.\n").unwrap();
-}
-
-/// A command with a clean environment, run inside `dir` (so no `.env` or `gateway.toml` of the
-/// developer's checkout is picked up).
-fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("GATEWAY_PROFILES_DIR", dir.join("profiles"))
-        .env("GATEWAY_PROMPTS_DIR", dir.join("prompts"));
-    cmd
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_lists_openai_compat_answers_and_never_prints_the_key() {
     let base_url = mock_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    write_profiles(dir.path());
-    let mut child = command(dir.path(), &["serve", "--bind", "127.0.0.1:0"])
-        .env("OPENAI_COMPAT_BASE_URL", &base_url)
+    write_dirs(dir.path(), &HostSpec::default());
+    let mut cmd = host_command(BIN, dir.path(), SERVE_ANY_PORT);
+    cmd.env("OPENAI_COMPAT_BASE_URL", &base_url)
         .env("OPENAI_COMPAT_API_KEY", KEY)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = drain(child.stderr.take().unwrap());
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut first = String::new();
-        let _ = stdout.read_line(&mut first);
-        let _ = tx.send(first.clone());
-        let mut rest = String::new();
-        let _ = stdout.read_to_string(&mut rest);
-        first + &rest
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("listening line");
-    let url = line
-        .trim()
-        .strip_prefix("gateway-host listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+        .env("RUST_LOG", "debug");
+    let mut host = ServeProcess::spawn(cmd);
+    let url = host.url.clone();
 
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let gateways: Value = client
-        .get(format!("{url}/v1/gateways"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let gateways = host.get_json("/v1/gateways").await;
     let ids: Vec<&str> = gateways["gateways"]
         .as_array()
         .unwrap()
@@ -139,10 +79,8 @@ async fn serve_lists_openai_compat_answers_and_never_prints_the_key() {
     assert!(text.contains("event: text_done"), "{text}");
     assert!(text.contains("Binary answer"), "{text}");
 
-    child.kill().unwrap();
-    let _ = child.wait();
-    let out = reader.join().unwrap();
-    let err = stderr.join().unwrap();
+    host.kill();
+    let (out, err) = (host.stdout(), host.stderr());
     assert!(!err.is_empty(), "debug logs were written");
     assert!(
         !out.contains(KEY) && !err.contains(KEY),
@@ -159,8 +97,8 @@ async fn serve_lists_openai_compat_answers_and_never_prints_the_key() {
 async fn chat_streams_one_turn_to_the_terminal() {
     let base_url = mock_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    write_profiles(dir.path());
-    let mut cmd = command(dir.path(), &["chat", "--profile", "default", "hello"]);
+    write_dirs(dir.path(), &HostSpec::default());
+    let mut cmd = host_command(BIN, dir.path(), &["chat", "--profile", "default", "hello"]);
     cmd.env("OPENAI_COMPAT_BASE_URL", &base_url)
         .env("OPENAI_COMPAT_API_KEY", KEY);
     let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
@@ -173,7 +111,7 @@ async fn chat_streams_one_turn_to_the_terminal() {
     assert!(stderr.contains("time to first token"), "{stderr}");
 
     // An unknown profile is an error exit.
-    let mut cmd = command(dir.path(), &["chat", "--profile", "nope", "hello"]);
+    let mut cmd = host_command(BIN, dir.path(), &["chat", "--profile", "nope", "hello"]);
     cmd.env("OPENAI_COMPAT_API_KEY", KEY);
     let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
@@ -208,7 +146,7 @@ fn demo_runs_without_key_or_network() {
 #[test]
 fn check_exit_code_follows_problems_and_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    write_profiles(dir.path());
+    write_dirs(dir.path(), &HostSpec::default());
     std::fs::write(
         dir.path().join("gateway.toml"),
         "[gateways.groq]\nkind = \"openai-compat\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
@@ -216,16 +154,11 @@ fn check_exit_code_follows_problems_and_redacts_secrets() {
     )
     .unwrap();
     let run = || {
-        let output = command(dir.path(), &["check"])
+        let output = host_command(BIN, dir.path(), &["check"])
             .env("OPENAI_COMPAT_API_KEY", KEY)
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), text)
+        (output.status.success(), output_text(&output))
     };
     let (ok, text) = run();
     assert!(ok, "{text}");
@@ -243,7 +176,7 @@ fn check_exit_code_follows_problems_and_redacts_secrets() {
     std::fs::remove_file(dir.path().join("profiles/broken.json")).unwrap();
 
     // The default profile uses openai-compat: without its key check fails and names the variable.
-    let output = command(dir.path(), &["check"]).output().unwrap();
+    let output = host_command(BIN, dir.path(), &["check"]).output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{text}");
     assert!(text.contains("OPENAI_COMPAT_API_KEY"), "{text}");
@@ -252,7 +185,7 @@ fn check_exit_code_follows_problems_and_redacts_secrets() {
 #[test]
 fn check_reports_unknown_kinds_unset_keys_unused_instances_and_unknown_fallbacks() {
     let dir = tempfile::tempdir().unwrap();
-    write_profiles(dir.path());
+    write_dirs(dir.path(), &HostSpec::default());
     std::fs::write(
         dir.path().join("gateway.toml"),
         r#"
@@ -279,15 +212,11 @@ auth = "none"
     let profile = |id: &str, gateway: &str, fallbacks: &[&str]| {
         let p = json!({"id": id, "adapter_config": {"gateway_id": gateway,
                        "fallback_gateway_ids": fallbacks}});
-        std::fs::write(
-            dir.path().join(format!("profiles/{id}.json")),
-            p.to_string(),
-        )
-        .unwrap();
+        write_profile(dir.path(), &p);
     };
     profile("slow", "groq", &["ollama"]);
     profile("fast", "openai-compat", &["ghost"]);
-    let output = command(dir.path(), &["check"])
+    let output = host_command(BIN, dir.path(), &["check"])
         .env("OPENAI_COMPAT_API_KEY", KEY)
         .output()
         .unwrap();
@@ -337,7 +266,7 @@ auth = "none"
     .unwrap();
     std::fs::remove_file(dir.path().join("profiles/fast.json")).unwrap();
     profile("slow", "groq", &[]);
-    let output = command(dir.path(), &["check"])
+    let output = host_command(BIN, dir.path(), &["check"])
         .env("OPENAI_COMPAT_API_KEY", KEY)
         .env("GROQ_API_KEY", "gsk-check-test")
         .output()

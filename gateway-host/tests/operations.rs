@@ -3,17 +3,17 @@
 //! reporting auth and Redis without showing secrets.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use futures::StreamExt;
 use gateway_core::testing::RedisServer;
+use gateway_tests::process::{host_command, output_text, ServeProcess, SERVE_ANY_PORT};
+use gateway_tests::{chat_of, client, pairs, write_dirs, HostSpec, TextStream};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -82,127 +82,21 @@ async fn start_upstream() -> (Upstream, String) {
     (upstream, format!("http://{addr}/v1"))
 }
 
-fn write_profiles(dir: &Path) {
-    std::fs::create_dir_all(dir.join("profiles")).unwrap();
-    std::fs::create_dir_all(dir.join("prompts")).unwrap();
-    let profile = json!({"id": "default", "name": "D", "system_prompt": "Be brief.",
-                         "adapter_config": {"gateway_id": "openai-compat", "sessionKey": null}});
-    std::fs::write(dir.join("profiles/default.json"), profile.to_string()).unwrap();
-}
-
-/// A command with a clean environment, run inside `dir`.
+/// `gateway-host <args>` in `dir` with a clean environment, the test key and `env`.
 fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("GATEWAY_PROFILES_DIR", dir.join("profiles"))
-        .env("GATEWAY_PROMPTS_DIR", dir.join("prompts"))
-        .env("OPENAI_COMPAT_API_KEY", KEY);
+    let mut cmd = host_command(BIN, dir, args);
+    cmd.env("OPENAI_COMPAT_API_KEY", KEY);
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd
 }
 
-/// A running `gateway-host serve`, its output collected in the background.
-struct Host {
-    child: Child,
-    url: String,
-    output: Arc<Mutex<String>>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Host {
-    fn spawn(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = command(dir, &["serve", "--bind", "127.0.0.1:0"], env)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, lines) = mpsc::channel();
-        for reader in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (output, tx) = (output.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(reader).lines() {
-                    let Ok(line) = line else { break };
-                    output.lock().unwrap().push_str(&format!("{line}\n"));
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let mut host = Self {
-            child,
-            url: String::new(),
-            output,
-            lines,
-        };
-        let line = host.wait_for_line("gateway-host listening on ");
-        host.url = line
-            .split_once("listening on ")
-            .unwrap()
-            .1
-            .trim()
-            .to_string();
-        host
-    }
-
-    /// Block until a line containing `needle` was printed (60 s at most: an external process).
-    fn wait_for_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "no line with {needle:?}; output:\n{}",
-                    self.output.lock().unwrap()
-                ),
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Wait for the process to exit (60 s at most).
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the host did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+/// `gateway-host serve` in `dir` with debug logs and `env`.
+fn serve(dir: &Path, env: &[(&str, &str)]) -> ServeProcess {
+    let mut cmd = command(dir, SERVE_ANY_PORT, env);
+    cmd.env("RUST_LOG", "debug");
+    ServeProcess::spawn(cmd)
 }
 
 async fn turn(url: &str, message: &str, session: &str) -> String {
@@ -217,47 +111,26 @@ async fn turn(url: &str, message: &str, session: &str) -> String {
         .unwrap()
 }
 
-/// The (role, content) pairs of an upstream request, system message left out.
-fn chat(body: &Value) -> Vec<(String, String)> {
-    body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] != "system")
-        .map(|m| {
-            let text = |k: &str| m[k].as_str().unwrap().to_string();
-            (text("role"), text("content"))
-        })
-        .collect()
-}
-
-fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .map(|(r, c)| (r.to_string(), c.to_string()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_host_processes_share_memory_through_redis_and_a_restart_loses_nothing() {
     let redis = RedisServer::start_with_password(REDIS_PASSWORD);
     let (upstream, base_url) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    write_profiles(dir.path());
+    write_dirs(dir.path(), &HostSpec::default());
     let redis_url = redis.url();
     let env = [
         ("OPENAI_COMPAT_BASE_URL", base_url.as_str()),
         ("GATEWAY_MEMORY__BACKEND", "redis"),
         ("GATEWAY_MEMORY__REDIS_URL", redis_url.as_str()),
     ];
-    let mut a = Host::spawn(dir.path(), &env);
-    let b = Host::spawn(dir.path(), &env);
+    let mut a = serve(dir.path(), &env);
+    let b = serve(dir.path(), &env);
 
     let text = turn(&a.url, "first on A", "shared-1").await;
     assert!(text.contains("echo: first on A"), "{text}");
     let text = turn(&b.url, "second on B", "shared-1").await;
     assert!(text.contains("event: text_done"), "{text}");
-    let seen_by_b = chat(&upstream.requests.lock().unwrap()[1]);
+    let seen_by_b = chat_of(&upstream.requests.lock().unwrap()[1]);
     assert_eq!(
         seen_by_b,
         pairs(&[
@@ -273,9 +146,9 @@ async fn two_host_processes_share_memory_through_redis_and_a_restart_loses_nothi
     assert!(a.wait().success(), "{}", a.output());
     let a_output = a.output();
     drop(a);
-    let a = Host::spawn(dir.path(), &env);
+    let a = serve(dir.path(), &env);
     turn(&a.url, "third on new A", "shared-1").await;
-    let seen = chat(upstream.requests.lock().unwrap().last().unwrap());
+    let seen = chat_of(upstream.requests.lock().unwrap().last().unwrap());
     assert_eq!(
         seen,
         pairs(&[
@@ -304,10 +177,10 @@ async fn serve_refuses_to_start_when_redis_is_down_and_names_only_the_host() {
     let url = redis.url();
     redis.stop();
     let dir = tempfile::tempdir().unwrap();
-    write_profiles(dir.path());
+    write_dirs(dir.path(), &HostSpec::default());
     let mut cmd = command(
         dir.path(),
-        &["serve", "--bind", "127.0.0.1:0"],
+        SERVE_ANY_PORT,
         &[
             ("GATEWAY_MEMORY__BACKEND", "redis"),
             ("GATEWAY_MEMORY__REDIS_URL", &url),
@@ -316,11 +189,7 @@ async fn serve_refuses_to_start_when_redis_is_down_and_names_only_the_host() {
     let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = output_text(&output);
     assert!(!output.status.success(), "{text}");
     assert!(
         text.contains(&format!("redis at 127.0.0.1:{}", redis.port())),
@@ -330,36 +199,16 @@ async fn serve_refuses_to_start_when_redis_is_down_and_names_only_the_host() {
 }
 
 /// Start a held turn on `host` and return its body stream once the first token arrived.
-async fn held_stream(
-    url: &str,
-) -> std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>> {
+async fn held_stream(url: &str) -> TextStream {
     let response = client()
         .post(format!("{url}/v1/conversation"))
         .json(&json!({"message": "please hold", "session_key": "held"}))
         .send()
         .await
         .unwrap();
-    let mut body = Box::pin(response.bytes_stream());
-    let mut seen = String::new();
-    while !seen.contains("echo: ") {
-        seen.push_str(&String::from_utf8_lossy(
-            &body.next().await.unwrap().unwrap(),
-        ));
-    }
-    body
-}
-
-async fn rest(
-    mut body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-) -> String {
-    let mut text = String::new();
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(chunk) => text.push_str(&String::from_utf8_lossy(&chunk)),
-            Err(e) => panic!("the stream broke instead of ending cleanly: {e}; got {text}"),
-        }
-    }
-    text
+    let mut stream = TextStream::new(response);
+    stream.until("echo: ").await;
+    stream
 }
 
 fn final_events(text: &str) -> Vec<&str> {
@@ -373,15 +222,15 @@ fn final_events(text: &str) -> Vec<&str> {
 async fn sigterm_lets_an_in_flight_turn_finish_within_the_grace_period() {
     let (upstream, base_url) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    write_profiles(dir.path());
-    let mut host = Host::spawn(
+    write_dirs(dir.path(), &HostSpec::default());
+    let mut host = serve(
         dir.path(),
         &[
             ("OPENAI_COMPAT_BASE_URL", &base_url),
             ("GATEWAY_SHUTDOWN_GRACE_SECS", "60"),
         ],
     );
-    let body = held_stream(&host.url).await;
+    let mut body = held_stream(&host.url).await;
     host.signal("TERM");
     host.wait_for_line("draining");
     // While draining, a new turn is refused (or its connection is no longer accepted).
@@ -396,7 +245,7 @@ async fn sigterm_lets_an_in_flight_turn_finish_within_the_grace_period() {
         assert_eq!(error["error"]["code"], "shutting_down");
     }
     upstream.release.notify_one();
-    let text = rest(body).await;
+    let text = body.rest().await;
     assert_eq!(final_events(&text), ["text_done"], "{text}");
     assert!(text.contains("please hold"), "{text}");
     let status = host.wait();
@@ -407,17 +256,17 @@ async fn sigterm_lets_an_in_flight_turn_finish_within_the_grace_period() {
 async fn sigterm_ends_a_stuck_turn_with_one_error_event_after_the_grace_period() {
     let (_upstream, base_url) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    write_profiles(dir.path());
-    let mut host = Host::spawn(
+    write_dirs(dir.path(), &HostSpec::default());
+    let mut host = serve(
         dir.path(),
         &[
             ("OPENAI_COMPAT_BASE_URL", &base_url),
             ("GATEWAY_SHUTDOWN_GRACE_SECS", "1"),
         ],
     );
-    let body = held_stream(&host.url).await;
+    let mut body = held_stream(&host.url).await;
     host.signal("TERM");
-    let text = rest(body).await;
+    let text = body.rest().await;
     assert_eq!(final_events(&text), ["error"], "{text}");
     assert!(text.contains("host shutting down"), "{text}");
     let status = host.wait();
@@ -432,15 +281,10 @@ async fn sigterm_ends_a_stuck_turn_with_one_error_event_after_the_grace_period()
 #[test]
 fn check_reports_auth_exposure_and_redis_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    write_profiles(dir.path());
+    write_dirs(dir.path(), &HostSpec::default());
     let run = |env: &[(&str, &str)]| {
         let output = command(dir.path(), &["check"], env).output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), text)
+        (output.status.success(), output_text(&output))
     };
     // Open on a public address: a warning (not a failure).
     let (ok, text) = run(&[("GATEWAY_BIND", "0.0.0.0:8787")]);

@@ -28,6 +28,7 @@ use tokio::sync::{oneshot, watch, Notify};
 pub const DEADLINE: Duration = Duration::from_secs(5);
 
 pub mod chaos;
+pub mod process;
 
 /// The fake API key the harness configures; tests assert it never leaks.
 pub const TEST_KEY: &str = "sk-test-SECRET-9f8e7d6c";
@@ -431,6 +432,16 @@ pub fn write_dirs(dir: &Path, spec: &HostSpec) -> (PathBuf, PathBuf) {
         std::fs::write(prompts.join("voice-system-prompt.md"), prompt).expect("write prompt");
     }
     (profiles, prompts)
+}
+
+/// Write `profile` to `<dir>/profiles/<id>.json` (the folder must exist).
+pub fn write_profile(dir: &Path, profile: &Value) {
+    let id = profile["id"].as_str().expect("the profile has a string id");
+    std::fs::write(
+        dir.join("profiles").join(format!("{id}.json")),
+        profile.to_string(),
+    )
+    .expect("write profile");
 }
 
 /// The harness's environment: openai-compat at `upstream`, with or without a key.

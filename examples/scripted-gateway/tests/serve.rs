@@ -2,26 +2,12 @@
 //! `openai-compat` instance (in front of a mock upstream on 127.0.0.1) side by side.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-use gateway_tests::{Answer, MockUpstream, Reply};
-use serde_json::{json, Value};
+use gateway_tests::process::{clean_command, ServeProcess, SERVE_ANY_PORT};
+use gateway_tests::{write_profile, Answer, MockUpstream, Reply};
+use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_scripted-gateway");
 const KEY: &str = "sk-scripted-example-test-4242";
-
-/// Kills the child when the test ends, even on a failed assertion.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_scripted_and_openai_compat_side_by_side() {
@@ -52,60 +38,16 @@ model = "cloud-model"
     .unwrap();
     for (id, gateway) in [("robot", "robot"), ("cloud", "cloud")] {
         let profile = json!({"id": id, "adapter_config": {"gateway_id": gateway}});
-        std::fs::write(
-            root.join(format!("profiles/{id}.json")),
-            profile.to_string(),
-        )
-        .unwrap();
+        write_profile(root, &profile);
     }
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .current_dir(root)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CLOUD_API_KEY", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let pipe = BufReader::new(child.stderr.take().unwrap());
-    let log = stderr.clone();
-    std::thread::spawn(move || {
-        for line in pipe.lines().map_while(Result::ok) {
-            let mut log = log.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let child = Child(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = stdout.read_line(&mut line);
-        let _ = tx.send(line);
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
-    let url = line
-        .trim()
-        .strip_prefix("gateway-host listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let mut cmd = clean_command(BIN, root, SERVE_ANY_PORT);
+    cmd.env("CLOUD_API_KEY", KEY);
+    let host = ServeProcess::spawn(cmd);
+    let url = host.url.clone();
 
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let gateways: Value = client
-        .get(format!("{url}/v1/gateways"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let gateways = host.get_json("/v1/gateways").await;
     let kind_of = |id: &str| {
         gateways["gateways"]
             .as_array()
@@ -144,5 +86,5 @@ model = "cloud-model"
     );
     assert_eq!(upstream.last_request()["model"], "cloud-model");
     assert_eq!(upstream.authorizations(), [Some(format!("Bearer {KEY}"))]);
-    drop(child);
+    drop(host);
 }

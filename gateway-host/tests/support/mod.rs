@@ -50,11 +50,7 @@ pub fn python_unittest(suite: &str, dir: &str, modules: &[&str]) {
         &tests.to_string_lossy(),
     ]);
     // unittest writes its report to stderr.
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = gateway_tests::process::output_text(&output);
     assert!(
         output.status.success(),
         "{suite} tests failed ({}):\n{report}",

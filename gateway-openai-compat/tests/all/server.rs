@@ -320,7 +320,7 @@ pub async fn drain(mut stream: EventStream) -> Outcome {
 }
 
 /// Run a turn: an error from `stream()` counts as the single terminal item.
-pub async fn run(gateway: &OpenAiCompat, turn: Turn) -> Outcome {
+pub async fn run(gateway: &dyn Gateway, turn: Turn) -> Outcome {
     match gateway.stream(turn).await {
         Ok(stream) => drain(stream).await,
         Err(error) => Outcome {

@@ -33,6 +33,31 @@ const HELLO_BODY: &str = concat!(
     "data: [DONE]\n\n",
 );
 
+/// A server that answers with a `text/event-stream` head and `pieces` (one body chunk each), or
+/// with nothing at all for `None`, then holds the connection open, silent, until the returned
+/// sender is dropped.
+async fn stalling_server(pieces: Option<Vec<Vec<u8>>>) -> (server::Server, oneshot::Sender<()>) {
+    let (keep_tx, keep_rx) = oneshot::channel::<()>();
+    let keep_rx = std::sync::Mutex::new(Some(keep_rx));
+    let server = serve(move |_, mut socket| {
+        let keep = keep_rx.lock().expect("lock").take();
+        let pieces = pieces.clone();
+        async move {
+            if let Some(pieces) = pieces {
+                let _ = head_chunked(&mut socket, 200, "text/event-stream", &[]).await;
+                for piece in pieces {
+                    let _ = chunk(&mut socket, &piece).await;
+                }
+            }
+            if let Some(keep) = keep {
+                let _ = keep.await;
+            }
+        }
+    })
+    .await;
+    (server, keep_tx)
+}
+
 fn dead_port() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -122,19 +147,8 @@ async fn connect_timeout() {
 
 #[tokio::test]
 async fn first_token_timeout_waiting_for_headers() {
-    let (keep_tx, keep_rx) = oneshot::channel::<()>();
-    let keep_rx = std::sync::Mutex::new(Some(keep_rx));
-    let server = serve(move |_, socket| {
-        let keep = keep_rx.lock().expect("lock").take();
-        async move {
-            // Hold the connection open, silent, until the test ends.
-            let _socket = socket;
-            if let Some(keep) = keep {
-                let _ = keep.await;
-            }
-        }
-    })
-    .await;
+    // Hold the connection open, silent, until the test ends.
+    let (server, keep_tx) = stalling_server(None).await;
     let gw = gateway(OpenAiCompatConfig {
         first_token_timeout: Duration::from_millis(300),
         ..config(server.base_url("/v1"))
@@ -149,24 +163,11 @@ async fn first_token_timeout_waiting_for_headers() {
 
 #[tokio::test]
 async fn first_token_timeout_after_headers_and_keepalives() {
-    let (keep_tx, keep_rx) = oneshot::channel::<()>();
-    let keep_rx = std::sync::Mutex::new(Some(keep_rx));
-    let server = serve(move |_, mut socket| {
-        let keep = keep_rx.lock().expect("lock").take();
-        async move {
-            let _ = head_chunked(&mut socket, 200, "text/event-stream", &[]).await;
-            // Keep-alives and a role-only chunk are not a first token.
-            let _ = chunk(&mut socket, b": OPENROUTER PROCESSING\n\n").await;
-            let _ = chunk(
-                &mut socket,
-                b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
-            )
-            .await;
-            if let Some(keep) = keep {
-                let _ = keep.await;
-            }
-        }
-    })
+    // Keep-alives and a role-only chunk are not a first token.
+    let (server, keep_tx) = stalling_server(Some(vec![
+        b": OPENROUTER PROCESSING\n\n".to_vec(),
+        b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n".to_vec(),
+    ]))
     .await;
     let gw = gateway(OpenAiCompatConfig {
         first_token_timeout: Duration::from_millis(300),
@@ -183,19 +184,7 @@ async fn first_token_timeout_after_headers_and_keepalives() {
 
 #[tokio::test]
 async fn idle_timeout_when_the_stream_stalls() {
-    let (keep_tx, keep_rx) = oneshot::channel::<()>();
-    let keep_rx = std::sync::Mutex::new(Some(keep_rx));
-    let server = serve(move |_, mut socket| {
-        let keep = keep_rx.lock().expect("lock").take();
-        async move {
-            let _ = head_chunked(&mut socket, 200, "text/event-stream", &[]).await;
-            let _ = chunk(&mut socket, delta_line("Hello").as_bytes()).await;
-            if let Some(keep) = keep {
-                let _ = keep.await;
-            }
-        }
-    })
-    .await;
+    let (server, keep_tx) = stalling_server(Some(vec![delta_line("Hello").into_bytes()])).await;
     let gw = gateway(OpenAiCompatConfig {
         idle_timeout: Duration::from_millis(300),
         ..config(server.base_url("/v1"))
@@ -438,7 +427,7 @@ async fn environment_beats_the_settings_table() {
     assert_eq!(gw.default_model(), Some("env-model"));
     assert_eq!(gw.kind(), KIND_ID);
     assert_eq!(gw.capabilities(), ["streaming", "sessions", "reset"]);
-    let outcome = run_dyn(gw.as_ref(), hello()).await;
+    let outcome = run(gw.as_ref(), hello()).await;
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
     let request = server.requests.recv().await.expect("a request");
     assert_eq!(request.path, "/env/v1/chat/completions");
@@ -487,7 +476,7 @@ async fn auth_none_is_configured_without_a_key_and_sends_no_authorization() {
     })
     .expect("builds");
     assert_eq!(gw.is_configured(), Ok(()));
-    let outcome = run_dyn(gw.as_ref(), hello()).await;
+    let outcome = run(gw.as_ref(), hello()).await;
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
     let request = server.requests.recv().await.expect("a request");
     assert_eq!(request.header("authorization"), None);
@@ -529,18 +518,6 @@ async fn build_errors_name_the_cause() {
             "{error:?}"
         );
         assert!(error.to_string().contains(needle), "{error} lacks {needle}");
-    }
-}
-
-async fn run_dyn(gw: &dyn Gateway, turn: Turn) -> server::Outcome {
-    match gw.stream(turn).await {
-        Ok(stream) => server::drain(stream).await,
-        Err(error) => server::Outcome {
-            events: Vec::new(),
-            error: Some(error),
-            after_terminal: 0,
-            terminals: 1,
-        },
     }
 }
 

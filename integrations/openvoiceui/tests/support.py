@@ -56,6 +56,20 @@ def load_plugin_class():
     return cls
 
 
+class PluginOnHost:
+    """Mixin for test cases with a ``self.host`` (anything with a ``url``): ``self.gateway()``
+    is the plugin aimed at that host with no profile, no token and every timeout at WAIT,
+    each overridable by keyword."""
+
+    def gateway(self, **kwargs):
+        kwargs.setdefault("url", self.host.url)
+        kwargs.setdefault("profile", "")
+        kwargs.setdefault("token", "")
+        kwargs.setdefault("read_timeout", WAIT)
+        kwargs.setdefault("turn_timeout", WAIT)
+        return load_plugin_class()(**kwargs)
+
+
 # ---------------------------------------------------------------------- #
 # Running a turn                                                          #
 # ---------------------------------------------------------------------- #

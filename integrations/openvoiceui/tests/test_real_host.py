@@ -13,8 +13,6 @@ import support
 from support import (FINAL, HostProcess, ScriptedServer, TurnRunner, chat_messages,
                      direct_ndjson, finals, http_head, run_turn, sse_answer)
 
-Gateway = support.load_plugin_class()
-
 UPSTREAM = None
 HOST = None
 
@@ -48,20 +46,12 @@ def _route(req):
 EVENT_ORDER = re.compile(r"^(handshake )?((delta|action) )*(text_done|error) $")
 
 
-class RealHostCase(unittest.TestCase):
+class RealHostCase(support.PluginOnHost, unittest.TestCase):
     host = None
 
     def setUp(self):
         self.host = self.host or HOST
         UPSTREAM.script = lambda req: sse_answer(["ok"])
-
-    def gateway(self, **kwargs):
-        kwargs.setdefault("url", self.host.url)
-        kwargs.setdefault("profile", "")
-        kwargs.setdefault("token", "")
-        kwargs.setdefault("read_timeout", support.WAIT)
-        kwargs.setdefault("turn_timeout", support.WAIT)
-        return Gateway(**kwargs)
 
     def turn(self, gateway, message, session_key, **kwargs):
         """One plugin turn; returns (events, upstream requests it caused)."""

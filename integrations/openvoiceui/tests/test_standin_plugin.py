@@ -22,18 +22,10 @@ DELTAS = [{"type": "delta", "text": "Hello"}, {"type": "delta", "text": " there"
           {"type": "delta", "text": "."}]
 
 
-class StandInCase(unittest.TestCase):
+class StandInCase(support.PluginOnHost, unittest.TestCase):
     def setUp(self):
         self.host = ScriptedServer(lambda req: [http_head(404, "Not Found")])
         self.addCleanup(self.host.stop)
-
-    def gateway(self, **kwargs):
-        kwargs.setdefault("url", self.host.url)
-        kwargs.setdefault("profile", "")
-        kwargs.setdefault("token", "")
-        kwargs.setdefault("read_timeout", support.WAIT)
-        kwargs.setdefault("turn_timeout", support.WAIT)
-        return Gateway(**kwargs)
 
     def answer(self, *pieces):
         self.host.responder = lambda req: list(pieces)

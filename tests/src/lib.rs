@@ -465,6 +465,15 @@ impl TestHost {
         Self::with(HostSpec::default()).await
     }
 
+    /// The default spec with these config overrides.
+    pub async fn with_config(config: Value) -> Self {
+        Self::with(HostSpec {
+            config,
+            ..HostSpec::default()
+        })
+        .await
+    }
+
     /// Build the state from a temp dir of files and serve `app(state)` on 127.0.0.1:0.
     pub async fn with(spec: HostSpec) -> Self {
         let upstream = MockUpstream::start().await;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use gateway_tests::{HostSpec, TestHost, TextStream};
+use gateway_tests::{TestHost, TextStream};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -36,11 +36,7 @@ async fn json_error(response: reqwest::Response) -> (u16, reqwest::header::Heade
 
 #[tokio::test]
 async fn bearer_tokens_guard_everything_but_healthz() {
-    let host = TestHost::with(HostSpec {
-        config: json!({"auth": {"tokens": ["other-token", TOKEN]}}),
-        ..HostSpec::default()
-    })
-    .await;
+    let host = TestHost::with_config(json!({"auth": {"tokens": ["other-token", TOKEN]}})).await;
     for token in [None, Some("wrong"), Some("tok-e2e-DISTINCT-424"), Some("")] {
         let (status, headers, error) =
             json_error(post(&host, token, json!({"message": "hi"})).await).await;
@@ -79,11 +75,8 @@ async fn bearer_tokens_guard_everything_but_healthz() {
 
 #[tokio::test]
 async fn public_metrics_and_auth_off_by_default() {
-    let host = TestHost::with(HostSpec {
-        config: json!({"auth": {"tokens": TOKEN, "public_metrics": true}}),
-        ..HostSpec::default()
-    })
-    .await;
+    let host =
+        TestHost::with_config(json!({"auth": {"tokens": TOKEN, "public_metrics": true}})).await;
     assert_eq!(get(&host, "/metrics", None).await, 200);
     assert_eq!(get(&host, "/v1/profiles", None).await, 401);
     let open = TestHost::start().await;
@@ -102,11 +95,7 @@ async fn held_turn(host: &TestHost, body: Value) -> (Arc<Notify>, TextStream) {
 
 #[tokio::test]
 async fn total_stream_limit_answers_503_overloaded_with_retry_after() {
-    let host = TestHost::with(HostSpec {
-        config: json!({"limits": {"max_streams": 1}}),
-        ..HostSpec::default()
-    })
-    .await;
+    let host = TestHost::with_config(json!({"limits": {"max_streams": 1}})).await;
     let (release, mut stream) = held_turn(&host, json!({"message": "first"})).await;
     let (status, headers, error) =
         json_error(post(&host, None, json!({"message": "second"})).await).await;
@@ -127,11 +116,7 @@ async fn total_stream_limit_answers_503_overloaded_with_retry_after() {
 
 #[tokio::test]
 async fn per_session_limit_answers_429_session_busy() {
-    let host = TestHost::with(HostSpec {
-        config: json!({"limits": {"max_streams_per_session": 1}}),
-        ..HostSpec::default()
-    })
-    .await;
+    let host = TestHost::with_config(json!({"limits": {"max_streams_per_session": 1}})).await;
     let (release, mut stream) =
         held_turn(&host, json!({"message": "first", "session_key": "busy-1"})).await;
     let (status, headers, error) = json_error(
@@ -167,13 +152,10 @@ async fn per_session_limit_answers_429_session_busy() {
 
 #[tokio::test]
 async fn upstream_concurrency_limit_waits_then_errors_busy() {
-    let host = TestHost::with(HostSpec {
-        config: json!({
-            "timeouts": {"first_token_ms": 300},
-            "gateways": {"openai-compat": {"max_concurrency": 1}}
-        }),
-        ..HostSpec::default()
-    })
+    let host = TestHost::with_config(json!({
+        "timeouts": {"first_token_ms": 300},
+        "gateways": {"openai-compat": {"max_concurrency": 1}}
+    }))
     .await;
     let (release, mut stream) = held_turn(&host, json!({"message": "first"})).await;
     let answer = host.sse(json!({"message": "second"})).await;
@@ -198,13 +180,10 @@ async fn upstream_concurrency_limit_waits_then_errors_busy() {
 
 #[tokio::test]
 async fn openai_facade_gets_the_same_auth_and_limits_in_its_own_error_shape() {
-    let host = TestHost::with(HostSpec {
-        config: json!({
-            "auth": {"tokens": [TOKEN]},
-            "limits": {"max_streams_per_session": 1},
-        }),
-        ..HostSpec::default()
-    })
+    let host = TestHost::with_config(json!({
+        "auth": {"tokens": [TOKEN]},
+        "limits": {"max_streams_per_session": 1},
+    }))
     .await;
     let url = format!("{}/v1/chat/completions", host.url);
     let body = json!({"model": "default", "stream": true, "user": "facade-1",

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gateway_tests::{upstream_closed, wait_for, HostSpec, TestHost};
+use gateway_tests::{upstream_closed, wait_for, TestHost};
 use serde_json::{json, Value};
 
 /// POST `body` (a turn of session `gone`) to `path` over an upstream answer held after
@@ -38,11 +38,7 @@ pub(super) async fn hang_up_mid_answer(path: &str, body: Value) -> TestHost {
 /// `Wait`: a `: keep-alive` comment must arrive (within 10 s); then the upstream finishes and
 /// the whole body is returned.
 pub(super) async fn keep_alive_while_silent(path: &str, body: Value) -> String {
-    let host = TestHost::with(HostSpec {
-        config: json!({"keepalive_secs": 1}),
-        ..HostSpec::default()
-    })
-    .await;
+    let host = TestHost::with_config(json!({"keepalive_secs": 1})).await;
     let (release, _closed) = host.upstream.hold(&["Wait"]);
     let mut stream = host.post_stream(path, body).await;
     tokio::time::timeout(Duration::from_secs(10), stream.until(": keep-alive\n\n"))

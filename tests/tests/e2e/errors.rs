@@ -63,21 +63,13 @@ async fn request_errors_are_json() {
 
 #[tokio::test]
 async fn oversize_body_is_413_json() {
-    let host = TestHost::with(HostSpec {
-        config: json!({"limits": {"max_body_bytes": 1024}}),
-        ..HostSpec::default()
-    })
-    .await;
+    let host = TestHost::with_config(json!({"limits": {"max_body_bytes": 1024}})).await;
     let body = json!({"message": "x".repeat(5000)}).to_string();
     let (status, err) = post_raw(&host, body).await;
     assert_eq!(status, 413);
     assert_eq!(err["error"]["code"], "payload_too_large");
     // Too many characters within the body limit is a 400.
-    let host = TestHost::with(HostSpec {
-        config: json!({"limits": {"max_message_chars": 10}}),
-        ..HostSpec::default()
-    })
-    .await;
+    let host = TestHost::with_config(json!({"limits": {"max_message_chars": 10}})).await;
     let (status, _) = post_raw(&host, json!({"message": "x".repeat(11)}).to_string()).await;
     assert_eq!(status, 400);
 }

@@ -3,11 +3,7 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn history_is_sent_and_capped_at_max_messages() {
-    let host = TestHost::with(HostSpec {
-        config: json!({"memory": {"max_messages": 4}}),
-        ..HostSpec::default()
-    })
-    .await;
+    let host = TestHost::with_config(json!({"memory": {"max_messages": 4}})).await;
     for i in 0..4 {
         host.upstream.push(Reply::Tokens(vec![format!("a{i}")]));
         let answer = host

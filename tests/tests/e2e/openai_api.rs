@@ -437,11 +437,9 @@ async fn request_errors_have_openai_shape_and_status() {
 
 #[tokio::test]
 async fn oversize_body_is_413_and_unconfigured_gateway_is_503() {
-    let host = TestHost::with(HostSpec {
-        config: json!({"limits": {"max_body_bytes": 1024, "max_message_chars": 10}}),
-        ..HostSpec::default()
-    })
-    .await;
+    let host =
+        TestHost::with_config(json!({"limits": {"max_body_bytes": 1024, "max_message_chars": 10}}))
+            .await;
     let big =
         json!({"model": "default", "messages": [{"role": "user", "content": "x".repeat(5000)}]});
     assert_openai_error(&chat(&host, big).await, 413, "payload_too_large");

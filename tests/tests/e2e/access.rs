@@ -199,24 +199,10 @@ async fn openai_facade_gets_the_same_auth_and_limits_in_its_own_error_shape() {
     assert_eq!(error["code"], "unauthorized");
 
     let (release, _) = host.upstream.hold(&["Held"]);
-    let first = host
-        .client
-        .post(&url)
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let mut stream = TextStream::new(first);
+    let authorized = || host.client.post(&url).bearer_auth(TOKEN).json(&body).send();
+    let mut stream = TextStream::new(authorized().await.unwrap());
     stream.until("Held").await;
-    let busy = host
-        .client
-        .post(&url)
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let busy = authorized().await.unwrap();
     let (status, headers, error) = json_error(busy).await;
     assert_eq!(status, 429);
     assert_eq!(headers["retry-after"], "1");

@@ -477,6 +477,23 @@ mod tests {
         }
     }
 
+    /// A collect-mode turn of session `s` entered from its own task (with its own store),
+    /// returned once it waits in the queue.
+    async fn queued_turn(sessions: &Sessions, user: &str) -> tokio::task::JoinHandle<Ticket> {
+        let task = {
+            let sessions = sessions.clone();
+            let user = user.to_string();
+            tokio::spawn(async move {
+                let store = MemoryStore::default();
+                sessions
+                    .enter(&store, "s", QueueMode::Collect, entry(&user))
+                    .await
+            })
+        };
+        wait(sessions, |s| s.view("s").queued == 1).await;
+        task
+    }
+
     #[test]
     fn queue_modes_parse() {
         assert_eq!(QueueMode::parse("collect"), Some(QueueMode::Collect));
@@ -537,22 +554,12 @@ mod tests {
             .enter(&store, "s", QueueMode::Collect, entry("a"))
             .await;
         assert!(sessions.view("s").in_flight);
-        let second = {
-            let sessions = sessions.clone();
-            tokio::spawn(async move {
-                let store = MemoryStore::default();
-                let t = sessions
-                    .enter(&store, "s", QueueMode::Collect, entry("b"))
-                    .await;
-                assert!(!t.is_cut());
-                t
-            })
-        };
-        wait(&sessions, |s| s.view("s").queued == 1).await;
+        let second = queued_turn(&sessions, "b").await;
         assert!(first.claim());
         first.release();
         drop(first);
         let second = second.await.unwrap();
+        assert!(!second.is_cut());
         assert_eq!(
             sessions.view("s"),
             SessionView {
@@ -598,16 +605,7 @@ mod tests {
             .enter(&store, "s", QueueMode::Collect, entry("one"))
             .await;
         running.record("Partial");
-        let waiting = {
-            let sessions = sessions.clone();
-            tokio::spawn(async move {
-                let store = MemoryStore::default();
-                sessions
-                    .enter(&store, "s", QueueMode::Collect, entry("two"))
-                    .await
-            })
-        };
-        wait(&sessions, |s| s.view("s").queued == 1).await;
+        let waiting = queued_turn(&sessions, "two").await;
         let steering = sessions
             .enter(&store, "s", QueueMode::SteerBacklog, entry("three"))
             .await;
@@ -632,16 +630,7 @@ mod tests {
         let running = sessions
             .enter(&store, "s", QueueMode::Collect, entry("one"))
             .await;
-        let gave_up = {
-            let sessions = sessions.clone();
-            tokio::spawn(async move {
-                let store = MemoryStore::default();
-                sessions
-                    .enter(&store, "s", QueueMode::Collect, entry("two"))
-                    .await
-            })
-        };
-        wait(&sessions, |s| s.view("s").queued == 1).await;
+        let gave_up = queued_turn(&sessions, "two").await;
         gave_up.abort();
         assert!(gave_up.await.unwrap_err().is_cancelled());
         assert_eq!(sessions.view("s").queued, 0);

@@ -4,43 +4,19 @@
 
 use std::process::Command;
 
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use gateway_tests::process::{host_command, output_text, ServeProcess, SERVE_ANY_PORT};
-use gateway_tests::{write_dirs, write_profile, HostSpec};
-use serde_json::{json, Value};
+use gateway_tests::{write_dirs, write_profile, HostSpec, MockUpstream, Reply};
+use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-host");
 const KEY: &str = "sk-binary-test-DISTINCTIVE-31337";
 
+/// The harness's mock upstream, answering the next turn with "Binary answer"; returns its
+/// base URL.
 async fn mock_upstream() -> String {
-    async fn completions() -> impl IntoResponse {
-        let chunk = |delta: Value, finish: Value| {
-            format!(
-                "data: {}\n\n",
-                json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-            )
-        };
-        let body = [
-            chunk(json!({"content": "Binary"}), Value::Null),
-            chunk(json!({"content": " answer"}), Value::Null),
-            chunk(json!({}), json!("stop")),
-            "data: [DONE]\n\n".to_string(),
-        ]
-        .concat();
-        ([("content-type", "text/event-stream")], body)
-    }
-    let router = axum::Router::new()
-        .route("/v1/chat/completions", post(completions))
-        .route(
-            "/v1/models",
-            get(|| async { axum::Json(json!({"data": []})) }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}/v1")
+    let upstream = MockUpstream::start().await;
+    upstream.push(Reply::tokens(&["Binary", " answer"]));
+    upstream.base_url()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

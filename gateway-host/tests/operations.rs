@@ -13,7 +13,7 @@ use axum::routing::post;
 use futures::StreamExt;
 use gateway_core::testing::RedisServer;
 use gateway_tests::process::{host_command, output_text, ServeProcess, SERVE_ANY_PORT};
-use gateway_tests::{chat_of, client, pairs, write_dirs, HostSpec, TextStream};
+use gateway_tests::{chat_of, chunk, client, pairs, write_dirs, HostSpec, TextStream};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -27,12 +27,6 @@ const REDIS_PASSWORD: &str = "redis-ops-PASSWORD-5150";
 struct Upstream {
     requests: Arc<Mutex<Vec<Value>>>,
     release: Arc<Notify>,
-}
-
-fn chunk(delta: Value, finish: Value) -> String {
-    let body = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-    format!("data: {body}\n\n")
 }
 
 async fn completions(
@@ -53,14 +47,14 @@ async fn completions(
         let message = message.clone();
         async move {
             let piece = match step {
-                0 => chunk(json!({"content": "echo: "}), Value::Null),
+                0 => chunk(json!({"content": "echo: "}), None),
                 1 => {
                     if hold {
                         release.notified().await;
                     }
-                    chunk(json!({"content": message}), Value::Null)
+                    chunk(json!({"content": message}), None)
                 }
-                _ => chunk(json!({}), json!("stop")) + "data: [DONE]\n\n",
+                _ => chunk(json!({}), Some("stop")) + "data: [DONE]\n\n",
             };
             Ok::<_, std::convert::Infallible>(piece)
         }

@@ -403,6 +403,21 @@ impl HostSpec {
             .push((format!("{id}.json"), value.to_string()));
         self
     }
+
+    /// Write the spec's files into `dir` ([`write_dirs`]) and build the host's config: the
+    /// defaults with those folders, then the spec's `config` merged over them.
+    pub fn host_config(&self, dir: &Path) -> HostConfig {
+        let (profiles, prompts) = write_dirs(dir, self);
+        HostConfig::from_provider(
+            Figment::from(Serialized::defaults(HostConfig {
+                profiles_dir: profiles,
+                prompts_dir: prompts,
+                ..HostConfig::default()
+            }))
+            .merge(Serialized::defaults(self.config.clone())),
+        )
+        .expect("valid test config")
+    }
 }
 
 /// A running host in front of a mock upstream.
@@ -451,7 +466,13 @@ pub fn env_for(upstream: &MockUpstream, with_key: bool) -> Env {
 
 /// [`env_for`] plus `extra` variables.
 pub fn env_with(upstream: &MockUpstream, with_key: bool, extra: &[(String, String)]) -> Env {
-    let mut pairs = vec![("OPENAI_COMPAT_BASE_URL".to_string(), upstream.base_url())];
+    env_at(upstream.base_url(), with_key, extra)
+}
+
+/// The harness's environment for any upstream: openai-compat at `base_url`, with or without
+/// the test key, plus `extra` variables.
+pub fn env_at(base_url: String, with_key: bool, extra: &[(String, String)]) -> Env {
+    let mut pairs = vec![("OPENAI_COMPAT_BASE_URL".to_string(), base_url)];
     if with_key {
         pairs.push(("OPENAI_COMPAT_API_KEY".into(), TEST_KEY.into()));
     }
@@ -478,16 +499,7 @@ impl TestHost {
     pub async fn with(spec: HostSpec) -> Self {
         let upstream = MockUpstream::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let (profiles, prompts) = write_dirs(dir.path(), &spec);
-        let config = HostConfig::from_provider(
-            Figment::from(Serialized::defaults(HostConfig {
-                profiles_dir: profiles,
-                prompts_dir: prompts,
-                ..HostConfig::default()
-            }))
-            .merge(Serialized::defaults(spec.config.clone())),
-        )
-        .expect("valid test config");
+        let config = spec.host_config(dir.path());
         let registry = Registry::from_inventory().expect("registry");
         let env = env_with(&upstream, spec.with_key, &spec.env);
         let state = AppState::connect(config, &registry, &env)

@@ -15,13 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use figment::providers::Serialized;
-use figment::Figment;
 use futures::StreamExt;
-use gateway_core::{Env, Registry, Role};
-use gateway_host::{AppState, HostConfig};
+use gateway_core::{Registry, Role};
+use gateway_host::AppState;
 use gateway_tests::chaos::{ChaosConfig, ChaosUpstream, Fault};
-use gateway_tests::{write_dirs, HostSpec, TEST_KEY};
+use gateway_tests::{env_at, HostSpec};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
@@ -241,22 +239,14 @@ async fn soak_against_a_chaos_upstream_leaks_nothing_and_ends_every_stream_once(
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let (profiles, prompts) = write_dirs(dir.path(), &HostSpec::default());
-    let config = HostConfig::from_provider(
-        Figment::from(Serialized::defaults(HostConfig {
-            profiles_dir: profiles,
-            prompts_dir: prompts,
-            ..HostConfig::default()
-        }))
-        .merge(Serialized::defaults(json!({
+    let config = HostSpec {
+        config: json!({
             "timeouts": {"connect_ms": 1000, "first_token_ms": 200, "idle_ms": 200},
-        }))),
-    )
-    .unwrap();
-    let env = Env::from_pairs([
-        ("OPENAI_COMPAT_BASE_URL".to_string(), chaos.base_url()),
-        ("OPENAI_COMPAT_API_KEY".to_string(), TEST_KEY.to_string()),
-    ]);
+        }),
+        ..HostSpec::default()
+    }
+    .host_config(dir.path());
+    let env = env_at(chaos.base_url(), true, &[]);
     let registry = Registry::from_inventory().unwrap();
     let state = AppState::connect(config, &registry, &env).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

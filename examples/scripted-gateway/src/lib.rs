@@ -183,7 +183,8 @@ mod tests {
     use futures::StreamExt;
     use gateway_core::{ChatMessage, Env, Registry};
 
-    fn instance(settings: serde_json::Value) -> Arc<dyn Gateway> {
+    /// Build instance `robot` of the kind as registered, from `settings`.
+    fn build_robot(settings: serde_json::Value) -> Result<Arc<dyn Gateway>, GatewayError> {
         let registry = Registry::from_inventory().unwrap();
         (registry.get(KIND_ID).unwrap().build)(&InstanceConfig {
             id: "robot".into(),
@@ -191,7 +192,10 @@ mod tests {
             env_prefix: None,
             env: Env::default(),
         })
-        .unwrap()
+    }
+
+    fn instance(settings: serde_json::Value) -> Arc<dyn Gateway> {
+        build_robot(settings).unwrap()
     }
 
     #[tokio::test]
@@ -235,13 +239,7 @@ mod tests {
 
     #[test]
     fn rejects_unknown_settings() {
-        let registry = Registry::from_inventory().unwrap();
-        let result = (registry.get(KIND_ID).unwrap().build)(&InstanceConfig {
-            id: "robot".into(),
-            settings: serde_json::json!({"rpely": "typo"}),
-            env_prefix: None,
-            env: Env::default(),
-        });
+        let result = build_robot(serde_json::json!({"rpely": "typo"}));
         let error = result.err().unwrap().to_string();
         assert!(
             error.contains("robot") && error.contains("rpely"),

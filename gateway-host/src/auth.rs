@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::AuthConfig;
@@ -32,7 +33,7 @@ pub enum AuthError {
 /// The accepted bearer tokens. With none, authentication is off.
 #[derive(Clone, Default)]
 pub struct Auth {
-    tokens: Vec<Box<[u8]>>,
+    tokens: Vec<[u8; 32]>,
     public_metrics: bool,
     broken: Option<String>,
 }
@@ -70,10 +71,7 @@ impl Auth {
             }
         }
         Ok(Self {
-            tokens: tokens
-                .into_iter()
-                .map(|t| t.into_bytes().into_boxed_slice())
-                .collect(),
+            tokens: tokens.iter().map(|t| digest(t.as_bytes())).collect(),
             public_metrics: config.public_metrics,
             broken: None,
         })
@@ -103,12 +101,14 @@ impl Auth {
         self.tokens.len()
     }
 
-    /// True when `presented` equals one of the tokens. Every token is compared, each in
-    /// constant time, so the timing does not tell which bytes matched.
+    /// True when `presented` equals one of the tokens. Only SHA-256 digests are kept and
+    /// compared, every one in constant time, so the timing tells neither which bytes matched
+    /// nor how long a configured token is.
     pub fn accepts(&self, presented: &[u8]) -> bool {
+        let presented = digest(presented);
         let mut ok = Choice::from(0);
         for token in &self.tokens {
-            ok |= token.as_ref().ct_eq(presented);
+            ok |= token.ct_eq(&presented);
         }
         bool::from(ok)
     }
@@ -116,6 +116,10 @@ impl Auth {
     fn is_open_path(&self, path: &str) -> bool {
         path == "/healthz" || (self.public_metrics && path == "/metrics")
     }
+}
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
 }
 
 /// The warning for a host that listens beyond loopback without authentication, if any.

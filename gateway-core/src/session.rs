@@ -1,10 +1,11 @@
 //! Per-session chat memory: the `SessionStore` contract and its in-memory default.
 
+use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use hashlink::LinkedHashMap;
 use parking_lot::Mutex;
 
 use crate::error::StoreError;
@@ -56,21 +57,86 @@ impl Default for MemoryStoreConfig {
     }
 }
 
-type History = Arc<Mutex<VecDeque<ChatMessage>>>;
+/// Most history slots reserved up front for a new session: the usual cap (20) fits, and a
+/// very large configured cap does not reserve memory no session uses yet.
+const MAX_RESERVED: usize = 64;
 
-/// In-process store bounded in sessions (LRU-ish eviction) and idle age.
+/// One session's memory.
+struct Entry {
+    history: VecDeque<ChatMessage>,
+    /// Last read or write.
+    touched: Instant,
+}
+
+/// Sessions in least-recently-used order (front = oldest), which is also idle-age order.
+struct Lru {
+    map: LinkedHashMap<Box<str>, Entry, RandomState>,
+    max_sessions: usize,
+    idle_ttl: Duration,
+}
+
+impl Lru {
+    /// Drop the sessions idle for `idle_ttl` or longer; they sit at the front.
+    fn expire(&mut self, now: Instant) {
+        while let Some((_, entry)) = self.map.front() {
+            if now.saturating_duration_since(entry.touched) < self.idle_ttl {
+                break;
+            }
+            self.map.pop_front();
+        }
+    }
+
+    fn history(&mut self, key: &str, limit: usize, now: Instant) -> Vec<ChatMessage> {
+        self.expire(now);
+        let Some(entry) = self.map.to_back(key) else {
+            return Vec::new();
+        };
+        entry.touched = now;
+        let skip = entry.history.len().saturating_sub(limit);
+        entry.history.iter().skip(skip).cloned().collect()
+    }
+
+    fn append(&mut self, key: &str, messages: Vec<ChatMessage>, cap: usize, now: Instant) {
+        self.expire(now);
+        let entry = match self.map.to_back(key) {
+            Some(entry) => entry,
+            None => {
+                while self.map.len() >= self.max_sessions.max(1) {
+                    self.map.pop_front();
+                }
+                let entry = Entry {
+                    history: VecDeque::with_capacity(cap.min(MAX_RESERVED)),
+                    touched: now,
+                };
+                self.map.entry(key.into()).or_insert(entry)
+            }
+        };
+        entry.touched = now;
+        // Make room first, so a full history never grows its buffer beyond `cap`.
+        let history = &mut entry.history;
+        let overflow = (history.len() + messages.len()).saturating_sub(cap);
+        let from_history = overflow.min(history.len());
+        history.drain(..from_history);
+        history.extend(messages.into_iter().skip(overflow - from_history));
+    }
+}
+
+/// In-process store bounded in sessions (the least recently used is evicted beyond the
+/// limit) and in idle age. Its bookkeeping is a linked hash map: about 150 bytes per session
+/// beyond the messages themselves.
 pub struct MemoryStore {
-    sessions: moka::sync::Cache<String, History>,
+    sessions: Mutex<Lru>,
 }
 
 impl MemoryStore {
     /// A store with the given limits.
     pub fn new(config: MemoryStoreConfig) -> Self {
         Self {
-            sessions: moka::sync::Cache::builder()
-                .max_capacity(config.max_sessions)
-                .time_to_idle(config.idle_ttl)
-                .build(),
+            sessions: Mutex::new(Lru {
+                map: LinkedHashMap::with_hasher(RandomState::new()),
+                max_sessions: usize::try_from(config.max_sessions).unwrap_or(usize::MAX),
+                idle_ttl: config.idle_ttl,
+            }),
         }
     }
 }
@@ -84,12 +150,7 @@ impl Default for MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn history(&self, key: &str, limit: usize) -> Result<Vec<ChatMessage>, StoreError> {
-        let Some(history) = self.sessions.get(key) else {
-            return Ok(Vec::new());
-        };
-        let history = history.lock();
-        let skip = history.len().saturating_sub(limit);
-        Ok(history.iter().skip(skip).cloned().collect())
+        Ok(self.sessions.lock().history(key, limit, Instant::now()))
     }
 
     async fn append(
@@ -98,24 +159,20 @@ impl SessionStore for MemoryStore {
         messages: Vec<ChatMessage>,
         cap: usize,
     ) -> Result<(), StoreError> {
-        let history = self
-            .sessions
-            .get_with_by_ref(key, || Arc::new(Mutex::new(VecDeque::new())));
-        let mut history = history.lock();
-        history.extend(messages);
-        while history.len() > cap {
-            history.pop_front();
-        }
+        self.sessions
+            .lock()
+            .append(key, messages, cap, Instant::now());
         Ok(())
     }
 
     async fn clear(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.sessions.remove(key).is_some())
+        Ok(self.sessions.lock().map.remove(key).is_some())
     }
 
     async fn session_count(&self) -> Result<u64, StoreError> {
-        self.sessions.run_pending_tasks();
-        Ok(self.sessions.entry_count())
+        let mut sessions = self.sessions.lock();
+        sessions.expire(Instant::now());
+        Ok(sessions.map.len() as u64)
     }
 
     fn backend(&self) -> &'static str {
@@ -158,6 +215,73 @@ mod tests {
         assert!(!store.clear("a").await.unwrap());
         assert!(store.history("a", 20).await.unwrap().is_empty());
         assert_eq!(store.history("b", 20).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn evicts_the_least_recently_used_session() {
+        let store = MemoryStore::new(MemoryStoreConfig {
+            max_sessions: 2,
+            idle_ttl: Duration::from_secs(60),
+        });
+        store.append("a", turn(1), 20).await.unwrap();
+        store.append("b", turn(1), 20).await.unwrap();
+        // Reading `a` makes `b` the least recently used.
+        assert_eq!(store.history("a", 20).await.unwrap().len(), 2);
+        store.append("c", turn(1), 20).await.unwrap();
+        assert_eq!(store.session_count().await.unwrap(), 2);
+        assert!(store.history("b", 20).await.unwrap().is_empty());
+        assert_eq!(store.history("a", 20).await.unwrap().len(), 2);
+        assert_eq!(store.history("c", 20).await.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn sessions_expire_after_the_idle_ttl_counted_from_the_last_use() {
+        let ttl = Duration::from_secs(60);
+        let mut lru = Lru {
+            map: LinkedHashMap::with_hasher(RandomState::new()),
+            max_sessions: 10,
+            idle_ttl: ttl,
+        };
+        let t0 = Instant::now();
+        lru.append("old", turn(1), 20, t0);
+        lru.append("used", turn(1), 20, t0);
+        // A read counts as use.
+        assert_eq!(lru.history("used", 20, t0 + ttl / 2).len(), 2);
+        let later = t0 + ttl;
+        assert!(
+            lru.history("old", 20, later).is_empty(),
+            "idle for the whole ttl"
+        );
+        assert_eq!(lru.history("used", 20, later).len(), 2);
+        assert_eq!(lru.map.len(), 1);
+        assert!(lru.history("used", 20, later + ttl).is_empty());
+        assert_eq!(lru.map.len(), 0);
+    }
+
+    #[test]
+    fn a_full_history_keeps_its_buffer_and_a_long_turn_keeps_its_tail() {
+        let mut lru = Lru {
+            map: LinkedHashMap::with_hasher(RandomState::new()),
+            max_sessions: 10,
+            idle_ttl: Duration::from_secs(60),
+        };
+        let now = Instant::now();
+        for i in 0..50 {
+            lru.append("s", turn(i), 20, now);
+        }
+        let entry = lru.map.get("s").unwrap();
+        assert_eq!(entry.history.len(), 20);
+        assert!(
+            entry.history.capacity() < 32,
+            "{}",
+            entry.history.capacity()
+        );
+        // More new messages than the cap: only the last `cap` of them stay.
+        let many: Vec<ChatMessage> = (0..5).flat_map(turn).collect();
+        lru.append("s", many, 3, now);
+        let history = lru.history("s", 20, now);
+        let texts: Vec<&str> = history.iter().map(|m| &*m.content).collect();
+        assert_eq!(texts, ["a3", "q4", "a4"]);
     }
 
     #[tokio::test]

@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use gateway_core::Event;
 use serde::de::DeserializeOwned;
@@ -275,19 +274,12 @@ async fn conversation(
         )
             .into_response());
     }
-    let body = turn
-        .events
-        .map(|event| Ok::<_, Infallible>(sse_event(&event)));
-    let keep_alive = KeepAlive::new()
-        .interval(Duration::from_secs(state.config().keepalive_secs))
-        .text("keep-alive");
-    Ok(Sse::new(body).keep_alive(keep_alive).into_response())
-}
-
-/// One SSE frame: `event: <type>` and `data: <event json>`.
-fn sse_event(event: &Event) -> SseEvent {
-    let data = serde_json::to_string(event).unwrap_or_default();
-    SseEvent::default().event(event.kind()).data(data)
+    // One SSE frame per event: `event: <type>` and `data: <event json>`.
+    let encode = |event: Event, out: &mut BytesMut| {
+        crate::sse::json_frame(out, Some(event.kind()), &event);
+    };
+    let keep_alive = Duration::from_secs(state.config().keepalive_secs);
+    Ok(crate::sse::response(turn.events, encode, keep_alive))
 }
 
 async fn list_profiles(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -105,6 +105,7 @@ pub mod session_api;
 pub mod session_slots;
 pub mod sessions;
 pub mod shutdown;
+pub mod sse;
 pub mod state;
 pub mod store;
 pub mod turn;

@@ -4,24 +4,23 @@
 //! OpenAI's shape `{"error": {"message", "type", "code", "param"}}`, so OpenAI SDKs raise
 //! their usual exceptions. The wire format is described in `docs/openai-api.md`.
 
-use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future;
 use futures::stream::{self, StreamExt};
 use gateway_core::{ChatMessage, Event, Role, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::profile::is_valid_id;
+use crate::sse;
 use crate::state::AppState;
 use crate::turn::{self, is_valid_session_key, TurnError, TurnEvents, TurnOptions, TurnRequest};
 
@@ -536,17 +535,56 @@ struct Meta {
     id: String,
     created: u64,
     model: String,
+    /// A content chunk's JSON up to the content string, rendered once per response: a
+    /// content chunk is then this, the escaped text and a constant tail.
+    delta_head: String,
 }
+
+/// The tail of a content chunk after the content string, without and with `usage: null`.
+const DELTA_TAIL: [&str; 2] = [
+    r#"},"logprobs":null,"finish_reason":null}]}"#,
+    r#"},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+];
 
 impl Meta {
     fn new(model: String) -> Self {
         let random: String = std::iter::repeat_with(fastrand::alphanumeric)
             .take(24)
             .collect();
+        let id = format!("chatcmpl-{random}");
+        let created = unix_now();
+        let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let delta_head = format!(
+            r#"{{"id":{},"object":"chat.completion.chunk","created":{created},"model":{},"choices":[{{"index":0,"delta":{{"content":"#,
+            json(&id),
+            json(&model)
+        );
         Self {
-            id: format!("chatcmpl-{random}"),
-            created: unix_now(),
+            id,
+            created,
             model,
+            delta_head,
+        }
+    }
+
+    /// Appends the SSE frames of one turn event: a content chunk from the pre-rendered head,
+    /// anything else through [`frames`](Self::frames).
+    fn write_frames(&self, event: Event, include_usage: bool, out: &mut BytesMut) {
+        match event {
+            Event::Delta { text } if !text.is_empty() => {
+                out.reserve(self.delta_head.len() + text.len() + 80);
+                out.put_slice(b"data: ");
+                out.put_slice(self.delta_head.as_bytes());
+                // Writing into memory cannot fail.
+                let _ = serde_json::to_writer(out.writer(), &text);
+                out.put_slice(DELTA_TAIL[usize::from(include_usage)].as_bytes());
+                out.put_slice(b"\n\n");
+            }
+            other => {
+                for data in self.frames(other, include_usage) {
+                    sse::frame(out, None, data.as_bytes());
+                }
+            }
         }
     }
 
@@ -717,19 +755,20 @@ fn stream_response(
     meta: Meta,
     include_usage: bool,
 ) -> Response {
-    let meta = Arc::new(meta);
-    let first = meta.chunk(
-        Some(ChunkChoice::delta(Some("assistant"), Some(""), None)),
-        include_usage.then_some(None),
-    );
-    let rest = events.flat_map(move |event| stream::iter(meta.frames(event, include_usage)));
-    let body = stream::once(async { first })
-        .chain(rest)
-        .map(|data| Ok::<_, Infallible>(SseEvent::default().data(data)));
-    let keep_alive = KeepAlive::new()
-        .interval(Duration::from_secs(state.config().keepalive_secs))
-        .text("keep-alive");
-    Sse::new(body).keep_alive(keep_alive).into_response()
+    // `None` stands for the role chunk, sent before the first event.
+    let items = stream::once(future::ready(None)).chain(events.map(Some));
+    let encode = move |item: Option<Event>, out: &mut BytesMut| match item {
+        None => {
+            let role = meta.chunk(
+                Some(ChunkChoice::delta(Some("assistant"), Some(""), None)),
+                include_usage.then_some(None),
+            );
+            sse::frame(out, None, role.as_bytes());
+        }
+        Some(event) => meta.write_frames(event, include_usage, out),
+    };
+    let keep_alive = Duration::from_secs(state.config().keepalive_secs);
+    sse::response(items, encode, keep_alive)
 }
 
 /// Non-streamed: wait for the end of the turn and answer one `chat.completion` object.
@@ -845,6 +884,24 @@ mod tests {
         ] {
             let text: Value = serde_json::from_str(&e.body_text()).unwrap();
             assert_eq!(text, e.body());
+        }
+    }
+
+    #[test]
+    fn content_frames_equal_the_serialised_chunk() {
+        let meta = Meta::new("m\"odel".into());
+        for text in ["hi", "line\nbreak \"quoted\" é 🙂", "\u{1}"] {
+            for include_usage in [false, true] {
+                let mut out = BytesMut::new();
+                meta.write_frames(Event::delta(text), include_usage, &mut out);
+                let [frame] = &meta.frames(Event::delta(text), include_usage)[..] else {
+                    panic!("one frame");
+                };
+                assert_eq!(
+                    std::str::from_utf8(&out).unwrap(),
+                    format!("data: {frame}\n\n")
+                );
+            }
         }
     }
 

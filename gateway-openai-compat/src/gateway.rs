@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::FutureExt;
 use gateway_core::{
-    CancellationToken, ChatMessage, Event, EventStream, Gateway, GatewayError, Health,
-    InstanceConfig, Turn, Usage,
+    CancellationToken, Event, EventStream, Gateway, GatewayError, Health, InstanceConfig, Turn,
+    Usage,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Response, Url};
-use serde::Serialize;
 
+use crate::body::{ChatRequest, EscapedPrompts, StreamOptions};
 use crate::completion::{error_body_message, parse_completion_body, Completion, CompletionDecoder};
 use crate::config::{parse_base_url, ApiKey, Auth, OpenAiCompatConfig};
 use crate::KIND_ID;
@@ -38,6 +38,8 @@ pub struct OpenAiCompat {
     host: String,
     headers: HeaderMap,
     not_configured: Option<GatewayError>,
+    /// Long system prompts, JSON-escaped once.
+    prompts: EscapedPrompts,
 }
 
 impl fmt::Debug for OpenAiCompat {
@@ -122,6 +124,7 @@ impl OpenAiCompat {
             host,
             headers,
             not_configured,
+            prompts: EscapedPrompts::default(),
         })
     }
 
@@ -200,7 +203,7 @@ impl OpenAiCompat {
         let model = turn.model.as_deref().unwrap_or(&self.config.model);
         let request = ChatRequest {
             model,
-            messages: &turn.messages,
+            messages: self.prompts.wire(&turn.messages),
             stream: true,
             max_tokens: turn.max_tokens.unwrap_or(self.config.max_tokens),
             temperature: turn.temperature.or(self.config.temperature),
@@ -208,7 +211,8 @@ impl OpenAiCompat {
                 include_usage: true,
             },
         };
-        let body = serde_json::to_vec(&request)
+        let body = request
+            .to_body()
             .map_err(|e| GatewayError::Other(format!("cannot encode the request: {e}")))?;
         tracing::debug!(
             gateway = %self.id,
@@ -361,23 +365,6 @@ impl Gateway for OpenAiCompat {
             }
         }
     }
-}
-
-/// The request body, serialised straight from the turn's messages.
-#[derive(Serialize)]
-struct ChatRequest<'a> {
-    model: &'a str,
-    messages: &'a [ChatMessage],
-    stream: bool,
-    max_tokens: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
-    stream_options: StreamOptions,
-}
-
-#[derive(Serialize)]
-struct StreamOptions {
-    include_usage: bool,
 }
 
 /// Reads a streamed answer and yields its events; dropping it drops the HTTP response,

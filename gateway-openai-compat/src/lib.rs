@@ -43,6 +43,7 @@
 //! The parsers are pure and public for fuzzing: [`sse::SseDecoder`] and
 //! [`completion::CompletionDecoder`].
 
+mod body;
 pub mod completion;
 pub mod config;
 mod gateway;

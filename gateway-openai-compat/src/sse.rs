@@ -120,10 +120,7 @@ impl SseDecoder {
             }
             let rest = &self.buf[self.pos..];
             let from = self.scanned.min(rest.len());
-            let found = rest[from..]
-                .iter()
-                .position(|&b| b == b'\n' || b == b'\r')
-                .map(|i| i + from);
+            let found = memchr::memchr2(b'\n', b'\r', &rest[from..]).map(|i| i + from);
             let (line_end, next) = match found {
                 Some(i) => {
                     let mut next = self.pos + i + 1;
@@ -169,7 +166,7 @@ impl SseDecoder {
         if line[0] == b':' {
             return Ok(());
         }
-        let (name, mut value) = match line.iter().position(|&b| b == b':') {
+        let (name, mut value) = match memchr::memchr(b':', line) {
             Some(colon) => (&line[..colon], &line[colon + 1..]),
             None => (line, &line[line.len()..]),
         };

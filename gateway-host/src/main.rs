@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use gateway_openai_compat as _; // linked for its inventory registration of `openai-compat`
 
 /// jemalloc instead of the system allocator: with the settings in `.cargo/config.toml` it
-/// returns the memory of a burst of turns to the system within about a second, where glibc
+/// returns the memory of a burst of turns to the system within a fraction of a second, where glibc
 /// keeps the burst's high-water mark resident (see docs/performance.md).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]

@@ -112,7 +112,10 @@ async fn serve(config: Option<PathBuf>, bind: Option<SocketAddr>) -> anyhow::Res
     let grace = Duration::from_secs(state.config().shutdown_grace_secs);
     let server = {
         let shutdown = shutdown.clone();
-        axum::serve(listener, crate::api::app(state.clone())).with_graceful_shutdown(async move {
+        // `into_make_service` prepares the router once; serving the `Router` itself would
+        // rebuild its route table for every connection.
+        let app = crate::api::app(state.clone()).into_make_service();
+        axum::serve(listener, app).with_graceful_shutdown(async move {
             signal.await;
             shutdown.begin();
         })

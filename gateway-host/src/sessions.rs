@@ -15,6 +15,7 @@ use std::sync::Arc;
 use gateway_core::{CancellationToken, ChatMessage, SessionStore, StoreError};
 use parking_lot::Mutex;
 use tokio::sync::{watch, OwnedMutexGuard};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// What a new turn does with the turns of its session that are still running or waiting
 /// (`llm.queue.mode` of its profile).
@@ -400,6 +401,12 @@ impl Ticket {
     /// Resolves when the turn is cut.
     pub async fn interrupted(&self) {
         self.control.interrupted.cancelled().await
+    }
+
+    /// [`Ticket::interrupted`] as an owned future, for a caller that waits on it between many
+    /// events: kept across polls, it registers its interest once.
+    pub fn interrupted_owned(&self) -> WaitForCancellationFutureOwned {
+        self.control.interrupted.clone().cancelled_owned()
     }
 
     /// True once the turn is cut.

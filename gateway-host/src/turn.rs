@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, Stream, StreamExt};
 use gateway_core::{CancellationToken, ChatMessage, Event, Gateway, StoreError, Timing, Turn};
 use serde::Deserialize;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::failover::{self, Candidate, Next, Note, Observer};
 use crate::limits::{Admission, Refusal};
@@ -284,6 +285,7 @@ async fn prepare(
         done: false,
         saw_error,
         cancel,
+        interrupt: ticket.as_ref().map(|t| Box::pin(t.interrupted_owned())),
         ticket,
         sentences: request
             .sentences
@@ -469,6 +471,8 @@ struct Tail {
     cancel: CancellationToken,
     /// The turn's place in its session's queue (turns with a session key).
     ticket: Option<Ticket>,
+    /// Fires when the ticket's turn is cut; kept across events.
+    interrupt: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// Splits the answer into `sentence` events when enabled.
     sentences: Option<SentenceSplitter>,
     /// Actions passed on, for an interrupted turn's `text_done`.
@@ -563,9 +567,9 @@ impl Tail {
     }
 
     /// Resolves when the turn is interrupted; never without a session.
-    async fn interrupted(&self) {
-        match &self.ticket {
-            Some(ticket) => ticket.interrupted().await,
+    async fn interrupted(&mut self) {
+        match &mut self.interrupt {
+            Some(interrupt) => interrupt.as_mut().await,
             None => std::future::pending().await,
         }
     }

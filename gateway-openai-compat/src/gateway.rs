@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::error::Error as _;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -257,9 +259,9 @@ impl OpenAiCompat {
             response: None,
             decoder: CompletionDecoder::new(),
             pending: VecDeque::new(),
-            cancel: turn.cancel.clone(),
+            cancelled: Box::pin(turn.cancel.clone().cancelled_owned()),
+            timer: Box::pin(tokio::time::sleep_until(first_deadline.into())),
             started,
-            first_deadline,
             first_token_timeout: self.config.first_token_timeout,
             idle_timeout: self.config.idle_timeout,
             ttft: None,
@@ -374,9 +376,12 @@ struct Reader {
     response: Option<Response>,
     decoder: CompletionDecoder,
     pending: VecDeque<Result<Event, GatewayError>>,
-    cancel: CancellationToken,
+    /// Fires when the turn is cancelled; kept across reads, so waiting on it costs no new
+    /// registration per token.
+    cancelled: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The first-token deadline, then the idle deadline (moved forward at each read).
+    timer: Pin<Box<tokio::time::Sleep>>,
     started: Instant,
-    first_deadline: Instant,
     first_token_timeout: Duration,
     idle_timeout: Duration,
     ttft: Option<Duration>,
@@ -397,26 +402,28 @@ impl Reader {
                 self.ended = true;
                 return None;
             };
-            let deadline = match self.ttft {
-                Some(_) => Instant::now() + self.idle_timeout,
-                None => self.first_deadline,
-            };
+            if self.ttft.is_some() {
+                let idle_deadline = Instant::now() + self.idle_timeout;
+                self.timer.as_mut().reset(idle_deadline.into());
+            }
+            // A chunk that is ready wins over a deadline that passed meanwhile.
             let read = tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => None,
-                read = tokio::time::timeout_at(deadline.into(), response.chunk()) => Some(read),
+                () = self.cancelled.as_mut() => None,
+                read = response.chunk() => Some(Some(read)),
+                () = self.timer.as_mut() => Some(None),
             };
             match read {
                 None => self.fail(GatewayError::Cancelled),
-                Some(Err(_elapsed)) if self.decoder.is_finished() => {
+                Some(None) if self.decoder.is_finished() => {
                     let completion = self.decoder.completion();
                     self.complete(completion);
                 }
-                Some(Err(_elapsed)) => match self.ttft {
+                Some(None) => match self.ttft {
                     Some(_) => self.fail(GatewayError::IdleTimeout(self.idle_timeout)),
                     None => self.fail(GatewayError::FirstTokenTimeout(self.first_token_timeout)),
                 },
-                Some(Ok(Ok(Some(bytes)))) => match self.decoder.push(&bytes) {
+                Some(Some(Ok(Some(bytes)))) => match self.decoder.push(&bytes) {
                     Ok(deltas) => {
                         self.on_deltas(deltas);
                         if let Some(error) = self.decoder.take_error() {
@@ -428,7 +435,7 @@ impl Reader {
                     }
                     Err(error) => self.fail(error),
                 },
-                Some(Ok(Ok(None))) => match self.decoder.finish_with_deltas() {
+                Some(Some(Ok(None))) => match self.decoder.finish_with_deltas() {
                     Ok((deltas, completion)) => {
                         self.on_deltas(deltas);
                         match self.decoder.take_error() {
@@ -438,7 +445,7 @@ impl Reader {
                     }
                     Err(error) => self.fail(error),
                 },
-                Some(Ok(Err(error))) => {
+                Some(Some(Err(error))) => {
                     if self.decoder.is_finished() {
                         let completion = self.decoder.completion();
                         self.complete(completion);

@@ -58,8 +58,8 @@ pub struct LegConfig {
     pub max_duration: Duration,
     /// Upper bound for one turn, after which it counts as an error.
     pub turn_timeout: Duration,
-    /// Whether each worker first runs unmeasured turns ([`warmup_turns`]).
-    pub warmup: bool,
+    /// Unmeasured turns each worker runs first (see [`warmup_turns`]).
+    pub warmup_turns: u64,
 }
 
 /// What one leg measured.
@@ -455,8 +455,8 @@ async fn run_worker(
         total_us: new_histogram(),
         error_kinds: BTreeMap::new(),
     };
-    if config.warmup {
-        for _ in 0..warmup_turns(config.concurrency) {
+    {
+        for _ in 0..config.warmup_turns {
             let message = format!("Hello, this is worker {worker} warming up.");
             let warm = run_turn(client, target, &session_key, &message, config.turn_timeout).await;
             if warm.is_err() {

@@ -10,6 +10,11 @@
 //!    straight at the upstream, then through the host's `POST /v1/chat/completions` (or
 //!    through any other OpenAI-compatible proxy given with `--proxy-url`).
 //!
+//! The levels run twice: first for throughput (`--token-delay-ms`, default 0: each answer
+//! arrives at once and closed-loop workers saturate the CPU), then paced
+//! (`--paced-token-delay-ms`, default 20 ms between tokens, on a fresh host and a second mock)
+//! for the TTFT a host adds to conversations in progress.
+//!
 //! It prints Markdown: per level, turns/s, time to first token (TTFT) p50/p90/p99 for both
 //! legs and the TTFT the host adds, full-turn latency, errors, the host's peak RSS and CPU
 //! seconds per 1,000 turns; then the idle host's RSS, the RSS after `--sessions` sessions of
@@ -70,9 +75,18 @@ struct Args {
     /// Text of one token.
     #[arg(long, default_value = "word ")]
     token_text: String,
-    /// Delay between tokens in the mock upstream, milliseconds.
+    /// Delay between tokens in the mock upstream, milliseconds (the throughput levels).
     #[arg(long, default_value_t = 0)]
     token_delay_ms: u64,
+    /// Delay between tokens of the paced levels, milliseconds: after the throughput levels the
+    /// same concurrency levels run against a second mock that streams at this pace (20 ms is
+    /// 50 tokens/s, a brisk LLM), on a fresh host. These levels measure the TTFT a host adds
+    /// to live conversations rather than CPU queueing under a flood. 0 skips them.
+    #[arg(long, default_value_t = 20)]
+    paced_token_delay_ms: u64,
+    /// Measured turns per paced leg [default: 20 × concurrency, at most 20000].
+    #[arg(long)]
+    paced_turns: Option<u64>,
     /// The gateway-host binary [default: target/release/gateway-host, built if missing].
     #[arg(long, env = "GATEWAY_HOST_BIN")]
     host_bin: Option<PathBuf>,
@@ -120,8 +134,8 @@ struct Args {
     /// Host starts to time (spawn → /healthz 200).
     #[arg(long, default_value_t = 5)]
     startup_runs: usize,
-    /// Tiny run for the test suite: concurrency 1,10, 60 turns per leg, no sessions phase,
-    /// one start-up sample.
+    /// Tiny run for the test suite: concurrency 1,10, 60 turns per leg (paced: 20 turns,
+    /// 1 ms between tokens), no sessions phase, one start-up sample.
     #[arg(long)]
     smoke: bool,
 }
@@ -131,6 +145,8 @@ impl Args {
         if self.smoke {
             self.concurrency = vec![1, 10];
             self.turns = Some(self.turns.unwrap_or(60));
+            self.paced_turns = Some(self.paced_turns.unwrap_or(20));
+            self.paced_token_delay_ms = self.paced_token_delay_ms.min(1);
             self.skip_sessions = true;
             self.startup_runs = self.startup_runs.min(1);
             self.max_seconds = self.max_seconds.min(20.0);
@@ -140,6 +156,20 @@ impl Args {
     fn turns_for(&self, concurrency: usize) -> u64 {
         self.turns
             .unwrap_or_else(|| (20 * concurrency as u64).clamp(2_000, 20_000))
+    }
+
+    fn paced_turns_for(&self, concurrency: usize) -> u64 {
+        self.paced_turns
+            .unwrap_or_else(|| (20 * concurrency as u64).clamp(20, 20_000))
+    }
+
+    /// Unmeasured turns per worker before a throughput leg.
+    fn warmup_turns(&self, concurrency: usize) -> u64 {
+        if self.no_warmup {
+            0
+        } else {
+            load::warmup_turns(concurrency)
+        }
     }
 
     fn prompt_path(&self) -> PathBuf {
@@ -346,82 +376,45 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
         api_key: None,
     };
 
-    println!("## Load\n");
+    println!(
+        "## Throughput load ({} ms between tokens)\n",
+        args.token_delay_ms
+    );
     println!(
         "Per level: each leg runs the turns with that many concurrent workers (unmeasured warm-up turns first — at least one per worker, about 50 in all: {}). \
          TTFT = request sent → bytes holding the first non-empty content token. \
-         Added = via minus direct, of each percentile.\n",
+         Added = via minus direct, of each percentile. \
+         Each worker starts its next turn as soon as one ends, so with no delay between tokens \
+         100 or 1,000 workers keep the 2 cores saturated: the TTFT at those levels is mostly \
+         the wait for CPU shared by generator, mock and host (the paced levels below measure the \
+         delay the host adds to live conversations).\n",
         !args.no_warmup
     );
-    let mut levels = Vec::new();
-    for &concurrency in &args.concurrency {
-        let turns = args.turns_for(concurrency);
-        let leg = |name: &str| LegConfig {
-            name: name.to_owned(),
-            concurrency,
-            turns,
-            max_duration: Duration::from_secs_f64(args.max_seconds),
-            turn_timeout: Duration::from_secs_f64(args.turn_timeout_secs),
-            warmup: !args.no_warmup,
-        };
-        eprintln!("concurrency {concurrency}: direct leg, {turns} turns");
-        let direct = load::run_leg(&direct_target, &leg("direct")).await?;
-        eprintln!(
-            "  direct: {} ok, {} errors in {}",
-            direct.completed,
-            direct.errors,
-            report::secs(direct.elapsed)
-        );
-        eprintln!("concurrency {concurrency}: proxy leg, {turns} turns");
-        let before = match &host_process {
-            Some(p) => {
-                let reset = p.reset_peak_rss();
-                if !reset {
-                    eprintln!("  (could not reset VmHWM; peak RSS is the lifetime peak)");
-                }
-                Some(p.sample()?)
-            }
-            None => None,
-        };
-        let proxy = load::run_leg(&proxy_target, &leg("proxy")).await?;
-        let host_stats = match (&mut host_process, before) {
-            (Some(p), Some(before)) => {
-                p.ensure_alive()?;
-                let after = p.sample()?;
-                Some(leg_stats(
-                    before,
-                    after,
-                    &proxy,
-                    concurrency,
-                    !args.no_warmup,
-                ))
-            }
-            _ => None,
-        };
-        eprintln!(
-            "  proxy: {} ok, {} errors in {}",
-            proxy.completed,
-            proxy.errors,
-            report::secs(proxy.elapsed)
-        );
-        total_turns += direct.completed + proxy.completed;
-        total_errors += direct.errors + direct.warmup_errors + proxy.errors + proxy.warmup_errors;
-        let level = LevelReport {
-            concurrency,
-            turns,
-            direct,
-            proxy,
-            host: host_stats,
-        };
-        println!("{}", report::level_table(&level, proxy_label));
-        levels.push(level);
+    let workload = Workload {
+        concurrency: &args.concurrency,
+        turns: &|c| args.turns_for(c),
+        warmup_turns: &|c| args.warmup_turns(c),
+        paced: false,
+    };
+    let levels = run_levels(
+        &args,
+        &workload,
+        &direct_target,
+        &proxy_target,
+        &mut host_process,
+        proxy_label,
+    )
+    .await?;
+    for level in &levels {
+        total_turns += level.direct.completed + level.proxy.completed;
+        total_errors += level_errors(level);
     }
     if let Some(p) = &host_process {
         if !p.stderr_tail().is_empty() && total_errors > 0 {
             eprintln!("host stderr (last lines):\n{}", p.stderr_tail());
         }
     }
-    println!("### Summary\n");
+    println!("### Summary, throughput\n");
     println!("{}", report::summary_table(&levels, proxy_label));
     summary.insert(
         "levels".into(),
@@ -431,6 +424,22 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
         p.stop().await;
     }
     drop(main_workdir);
+
+    // Paced levels: a second mock that streams at a conversational pace, and a fresh host.
+    if args.paced_token_delay_ms > 0 {
+        match &host_bin {
+            Some(bin) => {
+                let paced =
+                    paced_phase(&args, bin, &voice_prompt, &system_prompt, &proxy_target).await?;
+                total_turns += paced.turns;
+                total_errors += paced.errors;
+                summary.insert("paced".into(), paced.json);
+            }
+            None => println!(
+                "NOTE: no paced levels: they need a host the bench spawns (not --proxy-url).\n"
+            ),
+        }
+    }
 
     // Session memory, on a fresh host so its RSS is not mixed with the load legs'.
     if let (Some(bin), false) = (&host_bin, args.skip_sessions) {
@@ -459,19 +468,195 @@ fn leg_stats(
     after: ProcSample,
     leg: &load::LegResult,
     concurrency: usize,
-    warmup: bool,
+    warmup_turns_per_worker: u64,
 ) -> HostLegStats {
-    let warmup_turns = if warmup {
-        concurrency as u64 * load::warmup_turns(concurrency)
-    } else {
-        0
-    };
+    let warmup_turns = concurrency as u64 * warmup_turns_per_worker;
     HostLegStats {
         peak_rss_mib: mib(after.hwm_kib.max(after.rss_kib)),
         rss_after_mib: mib(after.rss_kib),
         cpu_secs: (after.cpu_secs - before.cpu_secs).max(0.0),
         turns: leg.issued() + warmup_turns,
     }
+}
+
+/// The levels of one kind of load.
+struct Workload<'a> {
+    concurrency: &'a [usize],
+    turns: &'a dyn Fn(usize) -> u64,
+    warmup_turns: &'a dyn Fn(usize) -> u64,
+    paced: bool,
+}
+
+/// Errors of a level, warm-up included.
+fn level_errors(level: &LevelReport) -> u64 {
+    let (d, p) = (&level.direct, &level.proxy);
+    d.errors + d.warmup_errors + p.errors + p.warmup_errors
+}
+
+/// Runs each concurrency level of `workload`: the direct leg, then the proxy leg with the
+/// host's CPU and memory sampled around it; prints each level's table.
+async fn run_levels(
+    args: &Args,
+    workload: &Workload<'_>,
+    direct_target: &Target,
+    proxy_target: &Target,
+    host_process: &mut Option<HostProcess>,
+    proxy_label: &str,
+) -> anyhow::Result<Vec<LevelReport>> {
+    let mut levels = Vec::new();
+    for &concurrency in workload.concurrency {
+        let turns = (workload.turns)(concurrency);
+        let warmup_turns = (workload.warmup_turns)(concurrency);
+        let leg = |name: &str| LegConfig {
+            name: name.to_owned(),
+            concurrency,
+            turns,
+            max_duration: Duration::from_secs_f64(args.max_seconds),
+            turn_timeout: Duration::from_secs_f64(args.turn_timeout_secs),
+            warmup_turns,
+        };
+        let kind = if workload.paced { "paced, " } else { "" };
+        eprintln!("{kind}concurrency {concurrency}: direct leg, {turns} turns");
+        let direct = load::run_leg(direct_target, &leg("direct")).await?;
+        eprintln!(
+            "  direct: {} ok, {} errors in {}",
+            direct.completed,
+            direct.errors,
+            report::secs(direct.elapsed)
+        );
+        eprintln!("{kind}concurrency {concurrency}: proxy leg, {turns} turns");
+        let before = match host_process.as_ref() {
+            Some(p) => {
+                if !p.reset_peak_rss() {
+                    eprintln!("  (could not reset VmHWM; peak RSS is the lifetime peak)");
+                }
+                Some(p.sample()?)
+            }
+            None => None,
+        };
+        let proxy = load::run_leg(proxy_target, &leg("proxy")).await?;
+        let host_stats = match (host_process.as_mut(), before) {
+            (Some(p), Some(before)) => {
+                p.ensure_alive()?;
+                let after = p.sample()?;
+                Some(leg_stats(before, after, &proxy, concurrency, warmup_turns))
+            }
+            _ => None,
+        };
+        eprintln!(
+            "  proxy: {} ok, {} errors in {}",
+            proxy.completed,
+            proxy.errors,
+            report::secs(proxy.elapsed)
+        );
+        let level = LevelReport {
+            concurrency,
+            turns,
+            direct,
+            proxy,
+            host: host_stats,
+        };
+        println!(
+            "{}",
+            report::level_table(&level, proxy_label, workload.paced)
+        );
+        levels.push(level);
+    }
+    Ok(levels)
+}
+
+struct PhaseOutcome {
+    turns: u64,
+    errors: u64,
+    json: serde_json::Value,
+}
+
+/// The paced levels: a mock streaming `--paced-token-delay-ms` apart and a fresh host pointed
+/// at it; the proxy leg uses the same host endpoint as the throughput levels.
+async fn paced_phase(
+    args: &Args,
+    bin: &std::path::Path,
+    voice_prompt: &str,
+    system_prompt: &Arc<str>,
+    proxy_target: &Target,
+) -> anyhow::Result<PhaseOutcome> {
+    let delay = args.paced_token_delay_ms;
+    let answer = AnswerSpec {
+        tokens: args.tokens,
+        token_text: args.token_text.clone(),
+        token_delay: Duration::from_millis(delay),
+    };
+    let upstream = MockUpstream::start(&answer).await?;
+    let workdir = Workdir::create("paced", voice_prompt)?;
+    let spec = host_spec(bin, &upstream.base_url(), args.max_messages);
+    let mut host_process = Some(HostProcess::start(&spec, &workdir).await?);
+    let direct_target = Target {
+        url: format!("{}/chat/completions", upstream.base_url()),
+        protocol: Protocol::ChatCompletions,
+        model: "bench-model".to_owned(),
+        system_prompt: Some(Arc::clone(system_prompt)),
+        api_key: None,
+    };
+    let host_base = host_process
+        .as_ref()
+        .map(HostProcess::base_url)
+        .unwrap_or_default();
+    let endpoint = match proxy_target.protocol {
+        Protocol::ChatCompletions => "/v1/chat/completions",
+        Protocol::Conversation => "/v1/conversation",
+    };
+    let proxy_target = Target {
+        url: format!("{host_base}{endpoint}"),
+        ..proxy_target.clone()
+    };
+    println!("## Paced load ({delay} ms between tokens)\n");
+    println!(
+        "The TTFT targets are about the delay the host adds to a live conversation. Here the \
+         mock streams its {} tokens {delay} ms apart (the role chunk at once), like an LLM \
+         answering at {:.0} tokens/s, so each worker's turn lasts ~{} ms and 100 or 1,000 \
+         concurrent turns are that many conversations in progress rather than a flood that \
+         saturates the CPU. A fresh host serves these levels; each worker runs one unmeasured \
+         turn first (it opens the worker's connection). TTFT includes the mock's first {delay} ms \
+         gap on both legs; compare the added column.\n",
+        args.tokens,
+        1000.0 / delay as f64,
+        args.tokens as u64 * delay
+    );
+    let workload = Workload {
+        concurrency: &args.concurrency,
+        turns: &|c| args.paced_turns_for(c),
+        warmup_turns: &|_| 1,
+        paced: true,
+    };
+    let levels = run_levels(
+        args,
+        &workload,
+        &direct_target,
+        &proxy_target,
+        &mut host_process,
+        "via host",
+    )
+    .await?;
+    let errors: u64 = levels.iter().map(level_errors).sum();
+    if let Some(p) = host_process.take() {
+        if errors > 0 {
+            eprintln!("host stderr (last lines):\n{}", p.stderr_tail());
+        }
+        p.stop().await;
+    }
+    println!("### Summary, paced ({delay} ms between tokens)\n");
+    println!("{}", report::summary_table(&levels, "via host"));
+    Ok(PhaseOutcome {
+        turns: levels
+            .iter()
+            .map(|l| l.direct.completed + l.proxy.completed)
+            .sum(),
+        errors,
+        json: json!({
+            "token_delay_ms": delay,
+            "levels": levels.iter().map(report::level_json).collect::<Vec<_>>(),
+        }),
+    })
 }
 
 /// Probes `/v1/chat/completions` with one turn; falls back to `/v1/conversation` (with a note)

@@ -101,14 +101,16 @@ fn errors_cell(leg: &LegResult) -> String {
 }
 
 /// One Markdown table for one concurrency level.
-pub fn level_table(level: &LevelReport, proxy_label: &str) -> String {
+pub fn level_table(level: &LevelReport, proxy_label: &str, paced: bool) -> String {
     let d = &level.direct;
     let p = &level.proxy;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### Concurrency {} ({} turns per leg asked)\n",
-        level.concurrency, level.turns
+        "### {}oncurrency {} ({} turns per leg asked)\n",
+        if paced { "Paced, c" } else { "C" },
+        level.concurrency,
+        level.turns
     );
     let _ = writeln!(out, "| metric | direct | {proxy_label} | added |");
     let _ = writeln!(out, "| --- | ---: | ---: | ---: |");

@@ -1,5 +1,6 @@
 //! Runs the benchmark binary in `--smoke` mode against the real `gateway-host` and checks
-//! its machine-readable `SUMMARY` line: turns were served and none failed. No timing is asserted.
+//! its machine-readable `SUMMARY` line: turns were served at every level, throughput and paced,
+//! and none failed. No timing is asserted.
 //!
 //! The host binary is `GATEWAY_HOST_BIN` when set; otherwise `gateway-host` next to this
 //! test's `gateway-bench` binary, built first with `cargo build -p gateway-host` in the same
@@ -65,4 +66,15 @@ fn smoke_run_reports_turns_and_no_errors() {
         assert!(level["host"]["cpu_secs_per_1000_turns"].is_number());
     }
     assert!(summary["idle_rss_mib"].as_f64().unwrap_or(0.0) > 0.0);
+    let paced = summary["paced"]["levels"]
+        .as_array()
+        .expect("paced levels are reported");
+    assert_eq!(
+        paced.len(),
+        2,
+        "the paced levels repeat the concurrency levels"
+    );
+    for level in paced {
+        assert!(level["proxy"]["turns"].as_u64().unwrap_or(0) > 0);
+    }
 }

@@ -19,6 +19,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Barrier;
 
+use crate::upstream::think_time;
+
 /// Which protocol a target speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -75,6 +77,9 @@ pub struct LegResult {
     pub elapsed: Duration,
     /// Time to first token of completed turns, microseconds.
     pub ttft_us: Histogram<u64>,
+    /// Time to first token minus the mock's own time to first token (its think time, carried
+    /// by paced answers), microseconds; empty when the answers carry none.
+    pub ttft_net_us: Histogram<u64>,
     /// Full-turn latency of completed turns, microseconds.
     pub total_us: Histogram<u64>,
     /// Error kinds and how often each happened.
@@ -123,6 +128,9 @@ pub fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
 pub struct TurnTiming {
     /// Time to the first content token.
     pub ttft: Duration,
+    /// The upstream's own share of `ttft` (request received → first token sent), when the
+    /// answer carried it.
+    pub think: Option<Duration>,
     /// Time to the final marker.
     pub total: Duration,
 }
@@ -185,6 +193,7 @@ async fn turn_inner(
     }
     let mut scanner = SseScanner::default();
     let mut first: Option<Instant> = None;
+    let mut think: Option<Duration> = None;
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| format!("reading body: {}", transport_kind(&e)))?;
@@ -197,8 +206,11 @@ async fn turn_inner(
                     Protocol::Conversation => conversation_event(event, data),
                 };
                 match step {
-                    Step::Token => {
-                        first.get_or_insert(arrived);
+                    Step::Token(upstream_think) => {
+                        if first.is_none() {
+                            first = Some(arrived);
+                            think = upstream_think;
+                        }
                     }
                     Step::Continue => {}
                     other => outcome = other,
@@ -213,11 +225,12 @@ async fn turn_inner(
                 };
                 return Ok(TurnTiming {
                     ttft: first - start,
+                    think,
                     total: end - start,
                 });
             }
             Step::Error(kind) => return Err(kind),
-            Step::Continue | Step::Token => {}
+            Step::Continue | Step::Token(_) => {}
         }
     }
     Err("stream ended without its final marker".to_owned())
@@ -246,7 +259,8 @@ fn transport_kind(err: &reqwest::Error) -> String {
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
     Continue,
-    Token,
+    /// A non-empty content token, with the upstream think time it carries, if any.
+    Token(Option<Duration>),
     Done,
     Error(String),
 }
@@ -283,16 +297,15 @@ fn chat_event(data: &str) -> Step {
             truncate(&error.to_string(), 80)
         )),
         Ok(chunk) => {
-            let has_token = chunk.choices.iter().any(|c| {
+            let token = chunk.choices.iter().find_map(|c| {
                 c.delta
                     .as_ref()
                     .and_then(|d| d.content.as_deref())
-                    .is_some_and(|t| !t.is_empty())
+                    .filter(|t| !t.is_empty())
             });
-            if has_token {
-                Step::Token
-            } else {
-                Step::Continue
+            match token {
+                Some(text) => Step::Token(think_time(text)),
+                None => Step::Continue,
             }
         }
         Err(_) => Step::Error("malformed chunk".to_owned()),
@@ -314,7 +327,9 @@ fn conversation_event(event: Option<&str>, data: &str) -> Step {
         return Step::Error("malformed event".to_owned());
     };
     match event.or(parsed.kind.as_deref()) {
-        Some("delta") if parsed.text.as_deref().is_some_and(|t| !t.is_empty()) => Step::Token,
+        Some("delta") if parsed.text.as_deref().is_some_and(|t| !t.is_empty()) => {
+            Step::Token(parsed.text.as_deref().and_then(think_time))
+        }
         Some("text_done") => Step::Done,
         Some("error") => {
             let detail = match &parsed.error {
@@ -401,6 +416,7 @@ pub async fn run_leg(target: &Target, config: &LegConfig) -> anyhow::Result<LegR
         warmup_errors: 0,
         elapsed: Duration::ZERO,
         ttft_us: new_histogram(),
+        ttft_net_us: new_histogram(),
         total_us: new_histogram(),
         error_kinds: BTreeMap::new(),
         hit_time_limit: false,
@@ -415,6 +431,10 @@ pub async fn run_leg(target: &Target, config: &LegConfig) -> anyhow::Result<LegR
             .ttft_us
             .add(&stats.ttft_us)
             .context("merging TTFT histograms")?;
+        result
+            .ttft_net_us
+            .add(&stats.ttft_net_us)
+            .context("merging net TTFT histograms")?;
         result
             .total_us
             .add(&stats.total_us)
@@ -433,6 +453,7 @@ struct WorkerStats {
     warmup_errors: u64,
     hit_time_limit: bool,
     ttft_us: Histogram<u64>,
+    ttft_net_us: Histogram<u64>,
     total_us: Histogram<u64>,
     error_kinds: BTreeMap<String, u64>,
 }
@@ -452,6 +473,7 @@ async fn run_worker(
         warmup_errors: 0,
         hit_time_limit: false,
         ttft_us: new_histogram(),
+        ttft_net_us: new_histogram(),
         total_us: new_histogram(),
         error_kinds: BTreeMap::new(),
     };
@@ -480,6 +502,10 @@ async fn run_worker(
             Ok(timing) => {
                 stats.completed += 1;
                 stats.ttft_us.saturating_record(micros(timing.ttft));
+                if let Some(think) = timing.think {
+                    let net = timing.ttft.saturating_sub(think);
+                    stats.ttft_net_us.saturating_record(micros(net));
+                }
                 stats.total_us.saturating_record(micros(timing.total));
             }
             Err(kind) => {
@@ -542,7 +568,11 @@ mod tests {
         );
         assert_eq!(
             chat_event(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#),
-            Step::Token
+            Step::Token(None)
+        );
+        assert_eq!(
+            chat_event(r#"{"choices":[{"delta":{"content":"~think=250us~Hi"}}]}"#),
+            Step::Token(Some(Duration::from_micros(250)))
         );
         assert_eq!(chat_event(r#"{"choices":[]}"#), Step::Continue);
         assert!(matches!(
@@ -559,7 +589,7 @@ mod tests {
         );
         assert_eq!(
             conversation_event(Some("delta"), r#"{"type":"delta","text":"Hi"}"#),
-            Step::Token
+            Step::Token(None)
         );
         assert_eq!(
             conversation_event(None, r#"{"type":"text_done","response":"Hi"}"#),

@@ -135,6 +135,18 @@ pub fn level_table(level: &LevelReport, proxy_label: &str, paced: bool) -> Strin
             signed_ms(pv - dv)
         );
     }
+    if !d.ttft_net_us.is_empty() || !p.ttft_net_us.is_empty() {
+        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
+            let (dv, pv) = (q_ms(&d.ttft_net_us, q), q_ms(&p.ttft_net_us, q));
+            let _ = writeln!(
+                out,
+                "| TTFT net of upstream think {name} (ms) | {} | {} | {} |",
+                ms(dv),
+                ms(pv),
+                signed_ms(pv - dv)
+            );
+        }
+    }
     for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
         let (dv, pv) = (q_ms(&d.total_us, q), q_ms(&p.total_us, q));
         let _ = writeln!(
@@ -180,16 +192,17 @@ pub fn summary_table(levels: &[LevelReport], proxy_label: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| concurrency | turns/s direct | turns/s {proxy_label} | TTFT p50 direct | TTFT p50 {proxy_label} | TTFT p99 direct | TTFT p99 {proxy_label} | added TTFT p50 | added TTFT p99 | full p99 direct | full p99 {proxy_label} | errors | host peak RSS MiB | host CPU s/1k turns |"
+        "| concurrency | turns/s direct | turns/s {proxy_label} | TTFT p50 direct | TTFT p50 {proxy_label} | TTFT p99 direct | TTFT p99 {proxy_label} | added TTFT p50 | added TTFT p99 | added net TTFT p50 | added net TTFT p99 | full p99 direct | full p99 {proxy_label} | errors | host peak RSS MiB | host CPU s/1k turns |"
     );
     let _ = writeln!(
         out,
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for l in levels {
         let (d, p) = (&l.direct, &l.proxy);
         let (d50, p50) = (q_ms(&d.ttft_us, 0.5), q_ms(&p.ttft_us, 0.5));
         let (d99, p99) = (q_ms(&d.ttft_us, 0.99), q_ms(&p.ttft_us, 0.99));
+        let added_net = |q: f64| signed_ms(q_ms(&p.ttft_net_us, q) - q_ms(&d.ttft_net_us, q));
         let (host_rss, host_cpu) = match &l.host {
             Some(h) => (
                 format!("{:.1}", h.peak_rss_mib),
@@ -199,7 +212,7 @@ pub fn summary_table(levels: &[LevelReport], proxy_label: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             l.concurrency,
             d.turns_per_sec(),
             p.turns_per_sec(),
@@ -209,6 +222,8 @@ pub fn summary_table(levels: &[LevelReport], proxy_label: &str) -> String {
             ms(p99),
             signed_ms(p50 - d50),
             signed_ms(p99 - d99),
+            added_net(0.5),
+            added_net(0.99),
             ms(q_ms(&d.total_us, 0.99)),
             ms(q_ms(&p.total_us, 0.99)),
             d.errors + d.warmup_errors + p.errors + p.warmup_errors,
@@ -234,6 +249,11 @@ pub fn leg_json(leg: &LegResult) -> Value {
         "errors": leg.errors,
         "warmup_errors": leg.warmup_errors,
         "turns_per_sec": finite(leg.turns_per_sec()),
+        "ttft_net_ms": {
+            "p50": finite(q_ms(&leg.ttft_net_us, 0.5)),
+            "p90": finite(q_ms(&leg.ttft_net_us, 0.9)),
+            "p99": finite(q_ms(&leg.ttft_net_us, 0.99)),
+        },
         "ttft_ms": {
             "p50": finite(q_ms(&leg.ttft_us, 0.5)),
             "p90": finite(q_ms(&leg.ttft_us, 0.9)),

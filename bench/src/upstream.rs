@@ -49,11 +49,25 @@ pub struct UpstreamStats {
     pub max_body_bytes: AtomicU64,
 }
 
+/// Starts the first content token of a paced answer: the mock's own time to first token,
+/// request received → first token sent, as `~think=<µs>us~`, so that a client can subtract
+/// the upstream's share (and its timer jitter) from the time to first token it measured.
+pub const THINK_PREFIX: &str = "~think=";
+
+/// The mock's time to first token carried by a first token's text, if it has one.
+pub fn think_time(text: &str) -> Option<Duration> {
+    let rest = text.strip_prefix(THINK_PREFIX)?;
+    let (micros, _) = rest.split_once("us~")?;
+    micros.parse().ok().map(Duration::from_micros)
+}
+
 struct Shared {
     /// The whole SSE body, for the no-delay case.
     whole: Bytes,
     /// The body split into its SSE events, for the delayed case.
     pieces: Vec<Bytes>,
+    /// Text of one token (the first token of a paced answer gets the think-time prefix).
+    token_text: String,
     delay: Duration,
     stats: Arc<UpstreamStats>,
 }
@@ -74,6 +88,7 @@ impl MockUpstream {
         let shared = Arc::new(Shared {
             whole: Bytes::from(whole),
             pieces,
+            token_text: spec.token_text.clone(),
             delay: spec.token_delay,
             stats: Arc::clone(&stats),
         });
@@ -129,19 +144,26 @@ impl Drop for MockUpstream {
     }
 }
 
+/// One `chat.completion.chunk` SSE frame with this `delta` object and finish reason.
+fn frame(delta: &str, finish: &str) -> Bytes {
+    const HEAD: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model","system_fingerprint":"fp_bench","choices":[{"index":0,"delta":"#;
+    Bytes::from(format!(
+        "data: {HEAD}{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
+    ))
+}
+
+/// The frame of one content token.
+fn content_frame(text: &str) -> Bytes {
+    let token = serde_json::to_string(text).unwrap_or_else(|_| "\"x\"".to_owned());
+    frame(&format!(r#"{{"content":{token}}}"#), "null")
+}
+
 /// The SSE events of one answer, each a complete `data: ...\n\n` frame.
 fn sse_pieces(spec: &AnswerSpec) -> Vec<Bytes> {
-    const HEAD: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model","system_fingerprint":"fp_bench","choices":[{"index":0,"delta":"#;
-    let frame = |delta: &str, finish: &str| {
-        Bytes::from(format!(
-            "data: {HEAD}{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
-        ))
-    };
-    let token = serde_json::to_string(&spec.token_text).unwrap_or_else(|_| "\"x\"".to_owned());
     let mut pieces = Vec::with_capacity(spec.tokens + 3);
     pieces.push(frame(r#"{"role":"assistant","content":""}"#, "null"));
     for _ in 0..spec.tokens {
-        pieces.push(frame(&format!(r#"{{"content":{token}}}"#), "null"));
+        pieces.push(content_frame(&spec.token_text));
     }
     pieces.push(frame("{}", "\"stop\""));
     pieces.push(Bytes::from_static(b"data: [DONE]\n\n"));
@@ -156,6 +178,7 @@ async fn models() -> impl IntoResponse {
 }
 
 async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let received = std::time::Instant::now();
     let len = body.len() as u64;
     let stats = &shared.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -166,15 +189,21 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
     } else {
         let pieces = shared.pieces.clone();
         let delay = shared.delay;
+        let shared = Arc::clone(&shared);
         let stream = futures::stream::unfold(
-            (pieces.into_iter(), true),
-            move |(mut it, first)| async move {
-                let piece = it.next()?;
+            (pieces.into_iter().enumerate(), shared),
+            move |(mut it, shared)| async move {
+                let (i, mut piece) = it.next()?;
                 // The role chunk goes out at once; each later chunk after the token delay.
-                if !first {
+                if i > 0 {
                     tokio::time::sleep(delay).await;
                 }
-                Some((Ok::<_, std::convert::Infallible>(piece), (it, false)))
+                if i == 1 {
+                    let think = received.elapsed().as_micros();
+                    let text = format!("{THINK_PREFIX}{think}us~{}", shared.token_text);
+                    piece = content_frame(&text);
+                }
+                Some((Ok::<_, std::convert::Infallible>(piece), (it, shared)))
             },
         );
         Body::from_stream(stream)
@@ -193,6 +222,14 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn think_time_round_trips_through_the_first_token() {
+        let text = format!("{THINK_PREFIX}20154us~word ");
+        assert_eq!(think_time(&text), Some(Duration::from_micros(20154)));
+        assert_eq!(think_time("word "), None);
+        assert_eq!(think_time("~think=x~word"), None);
+    }
 
     #[test]
     fn body_has_tokens_finish_and_done() {

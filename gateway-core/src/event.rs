@@ -45,6 +45,9 @@ pub enum Event {
         /// Token usage when the upstream reported it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<Usage>,
+        /// Why the upstream stopped (`stop`, `length`, ...), when it said so.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        finish_reason: Option<String>,
         /// True when the turn was cut short by an interrupt.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         interrupted: bool,
@@ -69,6 +72,7 @@ impl Event {
             actions: Vec::new(),
             timing: None,
             usage: None,
+            finish_reason: None,
             interrupted: false,
         }
     }
@@ -166,6 +170,7 @@ mod tests {
                 total_ms: 9,
             }),
             usage: None,
+            finish_reason: None,
             interrupted: true,
         };
         assert_eq!(

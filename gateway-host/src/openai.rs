@@ -28,10 +28,19 @@ use crate::turn::{self, is_valid_session_key, TurnError, TurnEvents, TurnOptions
 pub const SESSION_KEY_HEADER: &str = "x-session-key";
 /// `owned_by` of every model in `GET /v1/models`.
 pub const OWNED_BY: &str = "gateway-host";
-/// The only finish reason reported: gateway events do not carry the upstream's.
-const FINISH_REASON: &str = "stop";
 /// Longest model id echoed back in a `model_not_found` message.
 const MAX_ECHOED_MODEL: usize = 100;
+
+/// OpenAI's name for why an answer ended: the upstream's `length`, `content_filter` and
+/// `tool_calls` pass through; anything else (`stop`, `eos`, none) is `stop`.
+fn openai_finish_reason(upstream: Option<&str>) -> &'static str {
+    match upstream {
+        Some("length") => "length",
+        Some("content_filter") => "content_filter",
+        Some("tool_calls") => "tool_calls",
+        _ => "stop",
+    }
+}
 
 /// The facade's routes, merged into [`crate::app`].
 pub fn routes() -> Router<AppState> {
@@ -612,9 +621,14 @@ impl Meta {
                     usage_null,
                 )]
             }
-            Event::TextDone { usage, .. } => {
+            Event::TextDone {
+                usage,
+                finish_reason,
+                ..
+            } => {
+                let finish = openai_finish_reason(finish_reason.as_deref());
                 let mut frames = vec![self.chunk(
-                    Some(ChunkChoice::delta(None, None, Some(FINISH_REASON))),
+                    Some(ChunkChoice::delta(None, None, Some(finish))),
                     usage_null,
                 )];
                 if let (true, Some(usage)) = (include_usage, usage) {
@@ -629,7 +643,12 @@ impl Meta {
     }
 
     /// The `chat.completion` object of a non-streamed answer.
-    fn completion(&self, content: &str, usage: Option<Usage>) -> String {
+    fn completion(
+        &self,
+        content: &str,
+        usage: Option<Usage>,
+        finish_reason: &'static str,
+    ) -> String {
         let completion = Completion {
             id: &self.id,
             object: "chat.completion",
@@ -643,7 +662,7 @@ impl Meta {
                     refusal: None,
                 },
                 logprobs: None,
-                finish_reason: FINISH_REASON,
+                finish_reason,
             }],
             usage,
         };
@@ -776,9 +795,13 @@ async fn complete(mut events: TurnEvents, meta: Meta) -> Result<Response, OpenAi
     while let Some(event) = events.next().await {
         match event {
             Event::TextDone {
-                response, usage, ..
+                response,
+                usage,
+                finish_reason,
+                ..
             } => {
-                let body = meta.completion(&response, usage);
+                let finish = openai_finish_reason(finish_reason.as_deref());
+                let body = meta.completion(&response, usage, finish);
                 return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
             Event::Error { error } => return Err(OpenAiError::Upstream(error)),

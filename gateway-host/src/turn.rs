@@ -520,6 +520,7 @@ impl Tail {
                 response,
                 actions,
                 usage,
+                finish_reason,
                 interrupted,
                 ..
             } => {
@@ -539,6 +540,7 @@ impl Tail {
                     actions,
                     timing: Some(timing),
                     usage,
+                    finish_reason,
                     interrupted,
                 }]
             }
@@ -590,6 +592,7 @@ impl Tail {
             actions: std::mem::take(&mut self.actions),
             timing: Some(self.timing()),
             usage: None,
+            finish_reason: None,
             interrupted: true,
         }
     }

@@ -498,6 +498,7 @@ impl Reader {
             actions: Vec::new(),
             timing: None,
             usage,
+            finish_reason: completion.finish_reason,
             interrupted: false,
         }));
         self.ended = true;

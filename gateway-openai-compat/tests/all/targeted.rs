@@ -272,9 +272,13 @@ async fn text_done_carries_usage_and_handshake_comes_first() {
     assert_eq!(outcome.events[1], Event::delta("Hi"));
     match &outcome.events[2] {
         Event::TextDone {
-            response, usage, ..
+            response,
+            usage,
+            finish_reason,
+            ..
         } => {
             assert_eq!(response, "Hi");
+            assert_eq!(finish_reason.as_deref(), Some("stop"));
             assert_eq!(
                 *usage,
                 Some(Usage {

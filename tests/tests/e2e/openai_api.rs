@@ -237,6 +237,30 @@ async fn non_streaming_answers_one_chat_completion_object() {
 }
 
 #[tokio::test]
+async fn an_answer_cut_at_max_tokens_reports_length() {
+    let host = TestHost::start().await;
+    let cut = [
+        chunk(json!({"content": "Once upon"}), None),
+        chunk(json!({}), Some("length")),
+        "data: [DONE]\n\n".to_string(),
+    ]
+    .concat();
+    host.upstream.push(Reply::Sse(cut.clone()));
+    let body = chat(&host, hi(json!({}))).await.json();
+    assert_eq!(body["choices"][0]["message"]["content"], "Once upon");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+
+    host.upstream.push(Reply::Sse(cut));
+    let chunks = chat(&host, hi(json!({"stream": true}))).await.chunks();
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .collect();
+    assert_eq!(finish.last().copied(), Some(&json!("length")), "{chunks:?}");
+    assert!(finish[..finish.len() - 1].iter().all(|f| f.is_null()));
+}
+
+#[tokio::test]
 async fn upstream_gets_profile_model_prompt_and_client_messages_in_order() {
     let mut p = profile("tuned");
     p["llm"] =

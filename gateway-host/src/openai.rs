@@ -217,19 +217,17 @@ struct ErrorDetail<'a> {
 
 impl From<TurnError> for OpenAiError {
     fn from(e: TurnError) -> Self {
+        let code = e.code();
         match e {
             TurnError::BadRequest(message) => OpenAiError::invalid("invalid_value", None, message),
             TurnError::UnknownProfile(id) => OpenAiError::ModelNotFound(id),
             TurnError::GatewayUnavailable { .. } | TurnError::Store(_) => {
                 OpenAiError::Unavailable {
-                    code: e.code(),
+                    code,
                     message: e.to_string(),
                 }
             }
-            TurnError::Refused(refusal) => OpenAiError::Refused {
-                code: TurnError::Refused(refusal.clone()).code(),
-                refusal,
-            },
+            TurnError::Refused(refusal) => OpenAiError::Refused { code, refusal },
         }
     }
 }

@@ -62,6 +62,9 @@ pub struct LegConfig {
     pub turn_timeout: Duration,
     /// Unmeasured turns each worker runs first (see [`warmup_turns`]).
     pub warmup_turns: u64,
+    /// Spread of the workers' first measured turns: worker `i` of `n` waits `i/n` of this
+    /// before starting, so turns begin at a steady rate instead of all at once (zero: at once).
+    pub stagger: Duration,
 }
 
 /// What one leg measured.
@@ -488,6 +491,10 @@ async fn run_worker(
     }
     barrier.wait().await;
     let deadline = Instant::now() + config.max_duration;
+    let offset = stagger_offset(config.stagger, worker, config.concurrency);
+    if !offset.is_zero() {
+        tokio::time::sleep(offset).await;
+    }
     loop {
         if Instant::now() >= deadline {
             stats.hit_time_limit = true;
@@ -524,6 +531,13 @@ pub fn warmup_turns(concurrency: usize) -> u64 {
     50u64.div_ceil(concurrency).max(1)
 }
 
+/// How long worker `worker` of `concurrency` waits before its first measured turn: its share
+/// of `stagger`, so that the workers' starts are spread evenly over it.
+pub fn stagger_offset(stagger: Duration, worker: usize, concurrency: usize) -> Duration {
+    let concurrency = concurrency.max(1);
+    stagger.mul_f64(worker.min(concurrency) as f64 / concurrency as f64)
+}
+
 /// A duration in whole microseconds, at least 1 (the histogram's lowest value).
 pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
@@ -557,6 +571,16 @@ mod tests {
                 (None, "[DONE]".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn stagger_spreads_workers_evenly_over_the_window() {
+        let window = Duration::from_millis(400);
+        assert_eq!(stagger_offset(window, 0, 4), Duration::ZERO);
+        assert_eq!(stagger_offset(window, 1, 4), Duration::from_millis(100));
+        assert_eq!(stagger_offset(window, 3, 4), Duration::from_millis(300));
+        assert_eq!(stagger_offset(Duration::ZERO, 3, 4), Duration::ZERO);
+        assert_eq!(stagger_offset(window, 0, 0), Duration::ZERO);
     }
 
     #[test]

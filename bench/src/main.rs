@@ -84,6 +84,11 @@ struct Args {
     /// to live conversations rather than CPU queueing under a flood. 0 skips them.
     #[arg(long, default_value_t = 20)]
     paced_token_delay_ms: u64,
+    /// Start all workers of a paced level at the same instant instead of spreading their first
+    /// turns evenly over one answer's duration (a thundering herd rather than independent
+    /// conversations).
+    #[arg(long)]
+    no_stagger: bool,
     /// Measured turns per paced leg [default: 20 × concurrency, at most 20000].
     #[arg(long)]
     paced_turns: Option<u64>,
@@ -395,6 +400,7 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
         turns: &|c| args.turns_for(c),
         warmup_turns: &|c| args.warmup_turns(c),
         paced: false,
+        stagger: Duration::ZERO,
     };
     let levels = run_levels(
         &args,
@@ -485,6 +491,8 @@ struct Workload<'a> {
     turns: &'a dyn Fn(usize) -> u64,
     warmup_turns: &'a dyn Fn(usize) -> u64,
     paced: bool,
+    /// Spread of the workers' first measured turns (see [`LegConfig::stagger`]).
+    stagger: Duration,
 }
 
 /// Errors of a level, warm-up included.
@@ -514,6 +522,7 @@ async fn run_levels(
             max_duration: Duration::from_secs_f64(args.max_seconds),
             turn_timeout: Duration::from_secs_f64(args.turn_timeout_secs),
             warmup_turns,
+            stagger: workload.stagger,
         };
         let kind = if workload.paced { "paced, " } else { "" };
         eprintln!("{kind}concurrency {concurrency}: direct leg, {turns} turns");
@@ -609,6 +618,14 @@ async fn paced_phase(
         url: format!("{host_base}{endpoint}"),
         ..proxy_target.clone()
     };
+    // One answer: the role chunk at once, then the tokens, the finish chunk and `[DONE]`, each
+    // `delay` after the one before.
+    let answer_span = Duration::from_millis(delay * (args.tokens as u64 + 2));
+    let stagger = if args.no_stagger {
+        Duration::ZERO
+    } else {
+        answer_span
+    };
     println!("## Paced load ({delay} ms between tokens)\n");
     println!(
         "The TTFT targets are about the delay the host adds to a live conversation. Here the \
@@ -616,17 +633,30 @@ async fn paced_phase(
          answering at {:.0} tokens/s, so each worker's turn lasts ~{} ms and 100 or 1,000 \
          concurrent turns are that many conversations in progress rather than a flood that \
          saturates the CPU. A fresh host serves these levels; each worker runs one unmeasured \
-         turn first (it opens the worker's connection). TTFT includes the mock's first {delay} ms \
-         gap on both legs; compare the added column.\n",
+         turn first (it opens the worker's connection). {} TTFT includes the mock's first \
+         {delay} ms gap on both legs; compare the added column.\n",
         args.tokens,
         1000.0 / delay as f64,
-        args.tokens as u64 * delay
+        answer_span.as_millis(),
+        if stagger.is_zero() {
+            "Then all workers start their measured turns at the same instant (`--no-stagger`): \
+             every turn start meets as many others as there are workers, a thundering herd."
+                .to_owned()
+        } else {
+            format!(
+                "The workers' first measured turns are spread evenly over one answer ({} ms), \
+                 so turns start at a steady rate, as independent conversations do \
+                 (`--no-stagger` starts them all at once).",
+                stagger.as_millis()
+            )
+        }
     );
     let workload = Workload {
         concurrency: &args.concurrency,
         turns: &|c| args.paced_turns_for(c),
         warmup_turns: &|_| 1,
         paced: true,
+        stagger,
     };
     let levels = run_levels(
         args,

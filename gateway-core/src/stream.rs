@@ -12,19 +12,23 @@ use crate::gateway::EventStream;
 pub fn finish(inner: EventStream) -> impl Stream<Item = Event> + Send {
     stream::unfold(Some(inner), |state| async move {
         let mut inner = state?;
-        match inner.next().await {
-            Some(Ok(event)) if event.is_terminal() => Some((event, None)),
-            Some(Ok(event)) => Some((event, Some(inner))),
-            Some(Err(error)) => Some((Event::error(error.to_string()), None)),
-            None => Some((
-                Event::error(
-                    GatewayError::Other("gateway stream ended without a final event".into())
-                        .to_string(),
-                ),
-                None,
-            )),
-        }
+        let event = settle(inner.next().await);
+        let rest = (!event.is_terminal()).then_some(inner);
+        Some((event, rest))
     })
+}
+
+/// What [`finish`] passes on for one item of a gateway's stream (`None`: the stream ended):
+/// the event itself, an `Err` as the final `error` event, or, for a stream that ended without
+/// a final event, an `error` saying so. The result is final when [`Event::is_terminal`] says so.
+pub fn settle(item: Option<Result<Event, GatewayError>>) -> Event {
+    match item {
+        Some(Ok(event)) => event,
+        Some(Err(error)) => Event::error(error.to_string()),
+        None => Event::error(
+            GatewayError::Other("gateway stream ended without a final event".into()).to_string(),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, Stream, StreamExt};
-use gateway_core::{CancellationToken, ChatMessage, Event, Gateway, StoreError, Timing, Turn};
+use std::collections::VecDeque;
+use std::future::Future as _;
+use std::task::{ready, Context, Poll};
+
+use futures::future::BoxFuture;
+use futures::stream::Stream;
+use gateway_core::{
+    CancellationToken, ChatMessage, Event, EventStream, Gateway, StoreError, Timing, Turn,
+};
 use serde::Deserialize;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -19,6 +26,7 @@ use crate::metrics::InFlight;
 use crate::profile::{is_valid_id, Profile};
 use crate::sentences::SentenceSplitter;
 use crate::sessions::{Ticket, TurnEntry};
+use crate::shutdown::SHUTDOWN_MESSAGE;
 use crate::state::AppState;
 use crate::voice::VoiceSettings;
 
@@ -265,14 +273,6 @@ async fn prepare(
     let answered = Arc::new(OnceLock::new());
     let observe = observer(state, &profile.id, &gateway_id, &saw_error, &answered);
     let upstream = failover::events(candidates, turn, observe);
-    let finished = gateway_core::stream::finish(upstream);
-    let finished = {
-        let (saw_error, state, gateway_id) = (saw_error.clone(), state.clone(), gateway_id.clone());
-        state.clone().shutdown().guard(Box::pin(finished), move || {
-            saw_error.store(true, Ordering::Relaxed);
-            state.metrics().error(&gateway_id, "shutdown");
-        })
-    };
     let tail = Tail {
         state: state.clone(),
         primary: gateway_id.clone(),
@@ -292,25 +292,16 @@ async fn prepare(
             .unwrap_or(voice.sentence_events)
             .then(|| SentenceSplitter::new(voice.min_sentence_chars)),
         actions: Vec::new(),
+        out: VecDeque::new(),
         _in_flight: state.metrics().stream_open(),
         _admission: admission,
     };
-    let events = stream::unfold(Some((Box::pin(finished), tail)), |st| async move {
-        let (mut events, mut tail) = st?;
-        if tail.done {
-            return None;
-        }
-        let event = tokio::select! {
-            biased;
-            // Interrupted: the upstream stream is dropped at once (its cancel already fired).
-            () = tail.interrupted() => return Some((vec![tail.interrupted_done()], None)),
-            event = events.next() => event?,
-        };
-        let out = tail.process(event).await;
-        let out = tail.voice(out);
-        Some((out, Some((events, tail))))
-    })
-    .flat_map(stream::iter);
+    let events = TurnStream {
+        upstream: Some(upstream),
+        aborted: Box::pin(state.shutdown().aborted()),
+        storing: None,
+        tail,
+    };
     Ok(StartedTurn {
         profile,
         gateway: gateway_id,
@@ -477,6 +468,8 @@ struct Tail {
     sentences: Option<SentenceSplitter>,
     /// Actions passed on, for an interrupted turn's `text_done`.
     actions: Vec<serde_json::Value>,
+    /// Events ready to go to the client, oldest first.
+    out: VecDeque<Event>,
     _in_flight: InFlight,
     _admission: Admission,
 }
@@ -505,16 +498,22 @@ impl Tail {
         }
     }
 
-    async fn process(&mut self, event: Event) -> Vec<Event> {
+    /// Take one event of the gateway (made well-formed) into `out`; a completed answer
+    /// returns the write of its memory, to finish before [`Tail::stored`] passes it on.
+    fn process(&mut self, event: Event) -> Option<Storing> {
         match event {
             Event::Handshake { .. } => {
-                if self.ttft.is_some() {
-                    return Vec::new();
+                if self.ttft.is_none() {
+                    let handshake = self.handshake();
+                    self.out.push_back(handshake);
                 }
-                vec![self.handshake()]
             }
-            event @ (Event::Delta { .. } | Event::Sentence { .. }) if self.ttft.is_none() => {
-                vec![self.handshake(), event]
+            event @ (Event::Delta { .. } | Event::Sentence { .. }) => {
+                if self.ttft.is_none() {
+                    let handshake = self.handshake();
+                    self.out.push_back(handshake);
+                }
+                self.emit(event);
             }
             Event::TextDone {
                 response,
@@ -525,28 +524,28 @@ impl Tail {
                 ..
             } => {
                 if self.ticket.as_ref().is_some_and(|t| !t.claim()) {
-                    return vec![self.interrupted_done()];
+                    let done = self.interrupted_done();
+                    self.out.push_back(done);
+                    return None;
                 }
                 self.done = true;
                 let timing = self.timing();
-                self.remember(&response).await;
-                if let Some(ticket) = &self.ticket {
-                    ticket.release();
-                }
-                tracing::debug!(gateway = %self.gateway(), ttft_ms = ?timing.ttft_ms,
-                    total_ms = timing.total_ms, "turn done");
-                vec![Event::TextDone {
+                let store = self.remember(&response);
+                let done = Event::TextDone {
                     response,
                     actions,
                     timing: Some(timing),
                     usage,
                     finish_reason,
                     interrupted,
-                }]
+                };
+                return Some(Storing { store, done });
             }
             Event::Error { .. } => {
                 if self.ticket.as_ref().is_some_and(Ticket::is_cut) {
-                    return vec![self.interrupted_done()];
+                    let done = self.interrupted_done();
+                    self.out.push_back(done);
+                    return None;
                 }
                 if let Some(ticket) = &self.ticket {
                     ticket.release();
@@ -555,24 +554,31 @@ impl Tail {
                 if !self.saw_error.load(Ordering::Relaxed) {
                     self.state.metrics().error(self.gateway(), "stream_error");
                 }
-                vec![event]
+                self.emit(event);
             }
-            other => vec![other],
+            other => self.emit(other),
         }
+        None
+    }
+
+    /// The memory of a completed answer is written: let the session's next turn run and pass
+    /// the answer's `text_done` on.
+    fn stored(&mut self, done: Event) {
+        if let Some(ticket) = &self.ticket {
+            ticket.release();
+        }
+        if let Event::TextDone { timing, .. } = &done {
+            tracing::debug!(gateway = %self.gateway(),
+                ttft_ms = ?timing.as_ref().and_then(|t| t.ttft_ms),
+                total_ms = timing.as_ref().map(|t| t.total_ms), "turn done");
+        }
+        self.emit(done);
     }
 
     fn timing(&self) -> Timing {
         Timing {
             ttft_ms: self.ttft.map(|t| t.as_millis() as u64),
             total_ms: self.started.elapsed().as_millis() as u64,
-        }
-    }
-
-    /// Resolves when the turn is interrupted; never without a session.
-    async fn interrupted(&mut self) {
-        match &mut self.interrupt {
-            Some(interrupt) => interrupt.as_mut().await,
-            None => std::future::pending().await,
         }
     }
 
@@ -597,58 +603,130 @@ impl Tail {
         }
     }
 
-    /// Note what is streamed (for interrupts) and add `sentence` events when enabled.
-    fn voice(&mut self, out: Vec<Event>) -> Vec<Event> {
-        if self.ticket.is_none() && self.sentences.is_none() {
-            return out;
-        }
-        let mut events = Vec::with_capacity(out.len() + 1);
-        for event in out {
-            match &event {
-                Event::Delta { text } => {
-                    if self.ticket.as_ref().is_some_and(|t| !t.record(text)) {
-                        return vec![self.interrupted_done()];
-                    }
-                    let sentences = self.sentences.as_mut().map(|s| s.push(text));
-                    events.push(event);
-                    events.extend(
-                        sentences
-                            .into_iter()
-                            .flatten()
-                            .map(|text| Event::Sentence { text }),
-                    );
-                    continue;
+    /// Queue `event` for the client, noting what is streamed (for interrupts) and adding
+    /// `sentence` events when enabled. Text that arrives after the turn was cut is not sent:
+    /// what was queued with it is replaced by the interrupted `text_done`.
+    fn emit(&mut self, event: Event) {
+        match &event {
+            Event::Delta { text } => {
+                if self.ticket.as_ref().is_some_and(|t| !t.record(text)) {
+                    self.out.clear();
+                    let done = self.interrupted_done();
+                    self.out.push_back(done);
+                    return;
                 }
-                Event::Action { action } => self.actions.push(action.clone()),
-                Event::TextDone {
-                    interrupted: false, ..
-                } => {
-                    if let Some(rest) = self.sentences.as_mut().and_then(SentenceSplitter::finish) {
-                        events.push(Event::Sentence { text: rest });
-                    }
+                let sentences = self.sentences.as_mut().map(|s| s.push(text));
+                self.out.push_back(event);
+                for text in sentences.into_iter().flatten() {
+                    self.out.push_back(Event::Sentence { text });
                 }
-                _ => {}
+                return;
             }
-            events.push(event);
+            Event::Action { action } => self.actions.push(action.clone()),
+            Event::TextDone {
+                interrupted: false, ..
+            } => {
+                if let Some(rest) = self.sentences.as_mut().and_then(SentenceSplitter::finish) {
+                    self.out.push_back(Event::Sentence { text: rest });
+                }
+            }
+            _ => {}
         }
-        events
+        self.out.push_back(event);
     }
 
-    async fn remember(&self, response: &str) {
-        let Some(key) = &self.session_key else {
-            return;
+    /// The write of the turn's user message and answer to session memory (nothing to do
+    /// without a session).
+    fn remember(&self, response: &str) -> BoxFuture<'static, ()> {
+        let Some(key) = self.session_key.clone() else {
+            return Box::pin(std::future::ready(()));
         };
         let mut messages = vec![ChatMessage::user(self.user.clone())];
         if !response.trim().is_empty() {
             messages.push(ChatMessage::assistant(response));
         }
-        if let Err(e) = self
-            .state
-            .store()
-            .append(key, messages, self.history_limit)
-            .await
-        {
-            tracing::warn!(error = %e, "could not store the turn in session memory");
+        let store = Arc::clone(self.state.store());
+        let limit = self.history_limit;
+        Box::pin(async move {
+            if let Err(e) = store.append(&key, messages, limit).await {
+                tracing::warn!(error = %e, "could not store the turn in session memory");
+            }
+        })
+    }
+}
+
+/// A completed answer whose memory is being written.
+struct Storing {
+    store: BoxFuture<'static, ()>,
+    /// Its `text_done`, passed on once the memory is written.
+    done: Event,
+}
+
+/// The events of a turn as one stream: the gateway's stream made well-formed (see
+/// [`gateway_core::stream::settle`]), cut short by an interrupt of its session or by the
+/// shutdown deadline, with the handshake, sentences and memory added by its [`Tail`]. One
+/// hand-written poll per wake-up keeps the cost per streamed token low.
+struct TurnStream {
+    /// The gateway's events; `None` once its final event arrived or the turn was cut.
+    upstream: Option<EventStream>,
+    /// Fires when the shutdown's grace period is over.
+    aborted: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The completed answer's memory write, when one is in progress.
+    storing: Option<Storing>,
+    tail: Tail,
+}
+
+impl Stream for TurnStream {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(event) = this.tail.out.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            if let Some(storing) = &mut this.storing {
+                ready!(storing.store.as_mut().poll(cx));
+                let Storing { done, .. } = this.storing.take().expect("a memory write in progress");
+                this.tail.stored(done);
+                continue;
+            }
+            if this.tail.done {
+                return Poll::Ready(None);
+            }
+            // Interrupted: the upstream stream is dropped at once (its cancel already fired).
+            if let Some(interrupt) = &mut this.tail.interrupt {
+                if interrupt.as_mut().poll(cx).is_ready() {
+                    this.upstream = None;
+                    let done = this.tail.interrupted_done();
+                    this.tail.out.push_back(done);
+                    // The session's next turn need not wait for this stream's end.
+                    this.tail.interrupt = None;
+                    drop(this.tail.ticket.take());
+                    continue;
+                }
+            }
+            // The deadline before the next event: a turn that keeps streaming still ends on time.
+            if this.aborted.as_mut().poll(cx).is_ready() {
+                this.upstream = None;
+                this.tail.saw_error.store(true, Ordering::Relaxed);
+                this.tail
+                    .state
+                    .metrics()
+                    .error(&this.tail.primary, "shutdown");
+                this.storing = this.tail.process(Event::error(SHUTDOWN_MESSAGE));
+                continue;
+            }
+            let Some(upstream) = &mut this.upstream else {
+                // Unreachable: the upstream is only let go with the turn done or storing.
+                this.tail.done = true;
+                continue;
+            };
+            let event = gateway_core::stream::settle(ready!(upstream.as_mut().poll_next(cx)));
+            if event.is_terminal() {
+                this.upstream = None;
+            }
+            this.storing = this.tail.process(event);
         }
     }
 }

@@ -7,10 +7,12 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::FutureExt;
+use bytes::Bytes;
+use futures::{FutureExt, Stream};
 use gateway_core::{
     CancellationToken, Event, EventStream, Gateway, GatewayError, Health, InstanceConfig, Turn,
     Usage,
@@ -265,6 +267,7 @@ impl OpenAiCompat {
             first_token_timeout: self.config.first_token_timeout,
             idle_timeout: self.config.idle_timeout,
             ttft: None,
+            last_read: started,
             ended: false,
             key: self.config.api_key.clone(),
         };
@@ -292,10 +295,7 @@ impl OpenAiCompat {
                 "unexpected content type '{shown}' (expected text/event-stream)"
             )));
         }
-        Ok(Box::pin(futures::stream::unfold(
-            reader,
-            |mut reader| async move { reader.next().await.map(|item| (item, reader)) },
-        )))
+        Ok(Box::pin(reader))
     }
 }
 
@@ -379,80 +379,105 @@ struct Reader {
     /// Fires when the turn is cancelled; kept across reads, so waiting on it costs no new
     /// registration per token.
     cancelled: Pin<Box<dyn Future<Output = ()> + Send>>,
-    /// The first-token deadline, then the idle deadline (moved forward at each read).
+    /// The first-token deadline, then the idle deadline. Reads do not move it: when it fires
+    /// early (a read came since it was set) it is set again from `last_read`, so a token costs
+    /// no timer update.
     timer: Pin<Box<tokio::time::Sleep>>,
     started: Instant,
     first_token_timeout: Duration,
     idle_timeout: Duration,
     ttft: Option<Duration>,
+    /// When the last chunk arrived.
+    last_read: Instant,
     ended: bool,
     key: Option<ApiKey>,
 }
 
-impl Reader {
-    async fn next(&mut self) -> Option<Result<Event, GatewayError>> {
+impl Stream for Reader {
+    type Item = Result<Event, GatewayError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Some(item);
+            if let Some(item) = this.pending.pop_front() {
+                return Poll::Ready(Some(item));
             }
-            if self.ended {
-                return None;
+            if this.ended {
+                return Poll::Ready(None);
             }
-            let Some(response) = self.response.as_mut() else {
-                self.ended = true;
-                return None;
+            let Some(response) = this.response.as_mut() else {
+                this.ended = true;
+                return Poll::Ready(None);
             };
-            if self.ttft.is_some() {
-                let idle_deadline = Instant::now() + self.idle_timeout;
-                self.timer.as_mut().reset(idle_deadline.into());
+            if this.cancelled.as_mut().poll(cx).is_ready() {
+                this.fail(GatewayError::Cancelled);
+                continue;
             }
-            // A chunk that is ready wins over a deadline that passed meanwhile.
-            let read = tokio::select! {
-                biased;
-                () = self.cancelled.as_mut() => None,
-                read = response.chunk() => Some(Some(read)),
-                () = self.timer.as_mut() => Some(None),
+            // A chunk that is ready wins over a deadline that passed meanwhile. (Dropping a
+            // pending `chunk()` loses nothing: it only polls the body.)
+            let read = match std::pin::pin!(response.chunk()).poll(cx) {
+                Poll::Ready(read) => Some(read),
+                Poll::Pending => None,
             };
-            match read {
-                None => self.fail(GatewayError::Cancelled),
-                Some(None) if self.decoder.is_finished() => {
-                    let completion = self.decoder.completion();
-                    self.complete(completion);
+            if let Some(read) = read {
+                this.last_read = Instant::now();
+                this.on_read(read);
+                continue;
+            }
+            ready!(this.timer.as_mut().poll(cx));
+            if this.decoder.is_finished() {
+                let completion = this.decoder.completion();
+                this.complete(completion);
+                continue;
+            }
+            match this.ttft {
+                None => this.fail(GatewayError::FirstTokenTimeout(this.first_token_timeout)),
+                Some(_) => {
+                    let idle_deadline = this.last_read + this.idle_timeout;
+                    if Instant::now() < idle_deadline {
+                        this.timer.as_mut().reset(idle_deadline.into());
+                    } else {
+                        this.fail(GatewayError::IdleTimeout(this.idle_timeout));
+                    }
                 }
-                Some(None) => match self.ttft {
-                    Some(_) => self.fail(GatewayError::IdleTimeout(self.idle_timeout)),
-                    None => self.fail(GatewayError::FirstTokenTimeout(self.first_token_timeout)),
-                },
-                Some(Some(Ok(Some(bytes)))) => match self.decoder.push(&bytes) {
-                    Ok(deltas) => {
-                        self.on_deltas(deltas);
-                        if let Some(error) = self.decoder.take_error() {
-                            self.fail(error);
-                        } else if self.decoder.is_done() {
-                            let completion = self.decoder.completion();
-                            self.complete(completion);
-                        }
-                    }
-                    Err(error) => self.fail(error),
-                },
-                Some(Some(Ok(None))) => match self.decoder.finish_with_deltas() {
-                    Ok((deltas, completion)) => {
-                        self.on_deltas(deltas);
-                        match self.decoder.take_error() {
-                            Some(error) => self.fail(error),
-                            None => self.complete(completion),
-                        }
-                    }
-                    Err(error) => self.fail(error),
-                },
-                Some(Some(Err(error))) => {
-                    if self.decoder.is_finished() {
+            }
+        }
+    }
+}
+
+impl Reader {
+    /// Take one read of the body: decode it, or end the stream on its end or failure.
+    fn on_read(&mut self, read: reqwest::Result<Option<Bytes>>) {
+        match read {
+            Ok(Some(bytes)) => match self.decoder.push(&bytes) {
+                Ok(deltas) => {
+                    self.on_deltas(deltas);
+                    if let Some(error) = self.decoder.take_error() {
+                        self.fail(error);
+                    } else if self.decoder.is_done() {
                         let completion = self.decoder.completion();
                         self.complete(completion);
-                    } else {
-                        tracing::debug!(gateway = %self.gateway, cause = %last_cause(&error), "upstream body failed");
-                        self.fail(GatewayError::Truncated);
                     }
+                }
+                Err(error) => self.fail(error),
+            },
+            Ok(None) => match self.decoder.finish_with_deltas() {
+                Ok((deltas, completion)) => {
+                    self.on_deltas(deltas);
+                    match self.decoder.take_error() {
+                        Some(error) => self.fail(error),
+                        None => self.complete(completion),
+                    }
+                }
+                Err(error) => self.fail(error),
+            },
+            Err(error) => {
+                if self.decoder.is_finished() {
+                    let completion = self.decoder.completion();
+                    self.complete(completion);
+                } else {
+                    tracing::debug!(gateway = %self.gateway, cause = %last_cause(&error), "upstream body failed");
+                    self.fail(GatewayError::Truncated);
                 }
             }
         }
@@ -464,6 +489,9 @@ impl Reader {
             if self.ttft.is_none() {
                 let ttft = self.started.elapsed();
                 self.ttft = Some(ttft);
+                // From now on the timer watches the gap between reads.
+                let idle_deadline = Instant::now() + self.idle_timeout;
+                self.timer.as_mut().reset(idle_deadline.into());
                 self.pending.push_back(Ok(Event::Handshake {
                     ms: ttft.as_millis() as u64,
                     gateway: None,

@@ -16,6 +16,7 @@
 //! 3. Link it: a binary that calls the host's `run` must reference the crate
 //!    (`use my_gateway as _;`), or the linker drops it and its registration with it.
 
+pub mod cancel;
 pub mod error;
 pub mod event;
 pub mod gateway;
@@ -29,6 +30,7 @@ pub mod stream;
 pub mod testing;
 pub mod turn;
 
+pub use cancel::CancelWatch;
 pub use error::{GatewayError, RegistryError, StoreError};
 pub use event::{Event, Timing, Usage};
 pub use gateway::{EventStream, Gateway, Health};

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use gateway_core::{CancellationToken, ChatMessage, SessionStore, StoreError};
 use parking_lot::Mutex;
 use tokio::sync::{watch, OwnedMutexGuard};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// What a new turn does with the turns of its session that are still running or waiting
 /// (`llm.queue.mode` of its profile).
@@ -403,10 +402,10 @@ impl Ticket {
         self.control.interrupted.cancelled().await
     }
 
-    /// [`Ticket::interrupted`] as an owned future, for a caller that waits on it between many
-    /// events: kept across polls, it registers its interest once.
-    pub fn interrupted_owned(&self) -> WaitForCancellationFutureOwned {
-        self.control.interrupted.clone().cancelled_owned()
+    /// The token cancelled when the turn is cut, for a caller that watches it between many
+    /// events (see [`gateway_core::CancelWatch`]).
+    pub fn interrupted_token(&self) -> CancellationToken {
+        self.control.interrupted.clone()
     }
 
     /// True once the turn is cut.

@@ -3,7 +3,6 @@
 //! event ("host shutting down") so every client stream still ends with exactly one final event.
 
 use gateway_core::CancellationToken;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// The message of the `error` event that ends turns cut by the shutdown.
 pub const SHUTDOWN_MESSAGE: &str = "host shutting down";
@@ -42,30 +41,28 @@ impl Shutdown {
         self.abort.cancel();
     }
 
-    /// Resolves once [`Shutdown::abort`] is called. Each turn holds one across its events: it
-    /// waits on a token of its own (a child of the shared one), so the turns streaming at once
-    /// never contend for one lock, and it registers its interest once.
-    pub fn aborted(&self) -> WaitForCancellationFutureOwned {
-        self.abort.child_token().cancelled_owned()
+    /// A token cancelled by [`Shutdown::abort`], for one turn to watch across its events: a
+    /// token of its own (a child of the shared one), so the turns streaming at once never
+    /// contend for one lock.
+    pub fn abort_token(&self) -> CancellationToken {
+        self.abort.child_token()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::FutureExt as _;
 
-    #[tokio::test]
-    async fn aborted_resolves_only_after_abort() {
+    #[test]
+    fn abort_tokens_fire_on_abort_only() {
         let shutdown = Shutdown::default();
-        let mut waiting = Box::pin(shutdown.aborted());
-        assert!((&mut waiting).now_or_never().is_none());
+        let token = shutdown.abort_token();
         shutdown.begin();
-        assert!((&mut waiting).now_or_never().is_none());
-        shutdown.abort();
         assert!(shutdown.is_draining());
-        assert!(waiting.now_or_never().is_some());
-        // A turn that starts waiting after the abort sees it at once.
-        assert!(shutdown.aborted().now_or_never().is_some());
+        assert!(!token.is_cancelled());
+        shutdown.abort();
+        assert!(token.is_cancelled());
+        // A turn that asks after the abort gets a token already cancelled.
+        assert!(shutdown.abort_token().is_cancelled());
     }
 }

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -73,6 +73,7 @@ where
         done: false,
         timer: Box::pin(tokio::time::sleep(keep_alive)),
         keep_alive,
+        last_sent: Instant::now(),
     };
     (
         [
@@ -89,8 +90,11 @@ struct SseStream<S, F> {
     items: S,
     encode: F,
     done: bool,
+    /// Fires a keep-alive `keep_alive` after the last chunk. Chunks do not move it: when it
+    /// fires early it is set again from `last_sent`, so a token costs no timer update.
     timer: Pin<Box<Sleep>>,
     keep_alive: Duration,
+    last_sent: Instant,
 }
 
 impl<S, F> Stream for SseStream<S, F>
@@ -122,20 +126,22 @@ where
             }
         }
         if !chunk.is_empty() {
-            let next = Instant::now() + this.keep_alive;
-            this.timer.as_mut().reset(next);
+            this.last_sent = Instant::now();
             return Poll::Ready(Some(Ok(chunk.freeze())));
         }
         if this.done {
             return Poll::Ready(None);
         }
-        match this.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                let next = Instant::now() + this.keep_alive;
-                this.timer.as_mut().reset(next);
-                Poll::Ready(Some(Ok(Bytes::from_static(KEEP_ALIVE))))
+        loop {
+            ready!(this.timer.as_mut().poll(cx));
+            let due = this.last_sent + this.keep_alive;
+            if Instant::now() < due {
+                this.timer.as_mut().reset(due);
+                continue;
             }
-            Poll::Pending => Poll::Pending,
+            this.last_sent = Instant::now();
+            this.timer.as_mut().reset(this.last_sent + this.keep_alive);
+            return Poll::Ready(Some(Ok(Bytes::from_static(KEEP_ALIVE))));
         }
     }
 }
@@ -170,14 +176,20 @@ mod tests {
             done: false,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(5))),
             keep_alive: Duration::from_secs(5),
+            last_sent: Instant::now(),
         };
+        // 3 s in, two frames are ready: they leave as one chunk.
+        tokio::time::advance(Duration::from_secs(3)).await;
         tx.unbounded_send("a").unwrap();
         tx.unbounded_send("b").unwrap();
         let chunk = body.next().await.unwrap().unwrap();
         assert_eq!(&chunk[..], b"data: a\n\ndata: b\n\n");
-        // Nothing for 5 s (paused clock: the runtime advances it): a keep-alive comment.
+        let sent = Instant::now();
+        // Nothing for 5 s after that chunk (paused clock: the runtime advances it): a
+        // keep-alive comment, counted from the chunk, not from the start.
         let chunk = body.next().await.unwrap().unwrap();
         assert_eq!(&chunk[..], KEEP_ALIVE);
+        assert_eq!(sent.elapsed(), Duration::from_secs(5));
         tx.unbounded_send("c").unwrap();
         drop(tx);
         let chunk = body.next().await.unwrap().unwrap();

@@ -9,16 +9,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
-use std::future::Future as _;
 use std::task::{ready, Context, Poll};
 
 use futures::future::BoxFuture;
 use futures::stream::Stream;
 use gateway_core::{
-    CancellationToken, ChatMessage, Event, EventStream, Gateway, StoreError, Timing, Turn,
+    CancelWatch, CancellationToken, ChatMessage, Event, EventStream, Gateway, StoreError, Timing,
+    Turn,
 };
 use serde::Deserialize;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::failover::{self, Candidate, Next, Note, Observer};
 use crate::limits::{Admission, Refusal};
@@ -285,7 +284,9 @@ async fn prepare(
         done: false,
         saw_error,
         cancel,
-        interrupt: ticket.as_ref().map(|t| Box::pin(t.interrupted_owned())),
+        interrupt: ticket
+            .as_ref()
+            .map(|t| CancelWatch::new(t.interrupted_token())),
         ticket,
         sentences: request
             .sentences
@@ -298,7 +299,7 @@ async fn prepare(
     };
     let events = TurnStream {
         upstream: Some(upstream),
-        aborted: Box::pin(state.shutdown().aborted()),
+        aborted: CancelWatch::new(state.shutdown().abort_token()),
         storing: None,
         tail,
     };
@@ -462,8 +463,8 @@ struct Tail {
     cancel: CancellationToken,
     /// The turn's place in its session's queue (turns with a session key).
     ticket: Option<Ticket>,
-    /// Fires when the ticket's turn is cut; kept across events.
-    interrupt: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// Fires when the ticket's turn is cut.
+    interrupt: Option<CancelWatch>,
     /// Splits the answer into `sentence` events when enabled.
     sentences: Option<SentenceSplitter>,
     /// Actions passed on, for an interrupted turn's `text_done`.
@@ -670,7 +671,7 @@ struct TurnStream {
     /// The gateway's events; `None` once its final event arrived or the turn was cut.
     upstream: Option<EventStream>,
     /// Fires when the shutdown's grace period is over.
-    aborted: Pin<Box<WaitForCancellationFutureOwned>>,
+    aborted: CancelWatch,
     /// The completed answer's memory write, when one is in progress.
     storing: Option<Storing>,
     tail: Tail,
@@ -696,7 +697,7 @@ impl Stream for TurnStream {
             }
             // Interrupted: the upstream stream is dropped at once (its cancel already fired).
             if let Some(interrupt) = &mut this.tail.interrupt {
-                if interrupt.as_mut().poll(cx).is_ready() {
+                if interrupt.poll_cancelled(cx).is_ready() {
                     this.upstream = None;
                     let done = this.tail.interrupted_done();
                     this.tail.out.push_back(done);
@@ -707,7 +708,7 @@ impl Stream for TurnStream {
                 }
             }
             // The deadline before the next event: a turn that keeps streaming still ends on time.
-            if this.aborted.as_mut().poll(cx).is_ready() {
+            if this.aborted.poll_cancelled(cx).is_ready() {
                 this.upstream = None;
                 this.tail.saw_error.store(true, Ordering::Relaxed);
                 this.tail

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{FutureExt, Stream};
 use gateway_core::{
-    CancellationToken, Event, EventStream, Gateway, GatewayError, Health, InstanceConfig, Turn,
-    Usage,
+    CancelWatch, CancellationToken, Event, EventStream, Gateway, GatewayError, Health,
+    InstanceConfig, Turn, Usage,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Response, Url};
@@ -261,7 +261,7 @@ impl OpenAiCompat {
             response: None,
             decoder: CompletionDecoder::new(),
             pending: VecDeque::new(),
-            cancelled: Box::pin(turn.cancel.clone().cancelled_owned()),
+            cancelled: CancelWatch::new(turn.cancel.clone()),
             timer: Box::pin(tokio::time::sleep_until(first_deadline.into())),
             started,
             first_token_timeout: self.config.first_token_timeout,
@@ -376,9 +376,8 @@ struct Reader {
     response: Option<Response>,
     decoder: CompletionDecoder,
     pending: VecDeque<Result<Event, GatewayError>>,
-    /// Fires when the turn is cancelled; kept across reads, so waiting on it costs no new
-    /// registration per token.
-    cancelled: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Fires when the turn is cancelled; cheap to poll at every read.
+    cancelled: CancelWatch,
     /// The first-token deadline, then the idle deadline. Reads do not move it: when it fires
     /// early (a read came since it was set) it is set again from `last_read`, so a token costs
     /// no timer update.
@@ -409,7 +408,7 @@ impl Stream for Reader {
                 this.ended = true;
                 return Poll::Ready(None);
             };
-            if this.cancelled.as_mut().poll(cx).is_ready() {
+            if this.cancelled.poll_cancelled(cx).is_ready() {
                 this.fail(GatewayError::Cancelled);
                 continue;
             }

@@ -18,10 +18,13 @@
 //!   would not fix the request.
 //! - Cancelling the turn (client gone) ends a retry wait at once.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::{Stream, StreamExt};
 use gateway_core::{Event, EventStream, Gateway, GatewayError, Turn};
 
 use crate::config::RetryConfig;
@@ -96,27 +99,71 @@ pub type Observer = Arc<dyn Fn(Note<'_>) + Send + Sync>;
 /// gateway that starts answering, without the gateways' own `handshake` events (the host
 /// makes its own). Ends with the answer's final event or one `Err`.
 pub fn events(candidates: Vec<Candidate>, turn: Turn, observe: Observer) -> EventStream {
-    Box::pin(
-        stream::once(async move {
-            match open(&candidates, turn, &observe).await {
-                Ok((gateway, first, rest)) => {
-                    let report = observe.clone();
-                    let rest = rest.inspect(move |item| {
-                        if let Err(error) = item {
-                            report(Note::Failed {
-                                gateway: &gateway,
-                                error,
-                                next: Next::Final,
-                            });
-                        }
-                    });
-                    Box::pin(stream::iter(first.map(Ok)).chain(rest)) as EventStream
+    let opening = {
+        let observe = observe.clone();
+        Box::pin(async move { open(&candidates, turn, &observe).await })
+    };
+    Box::pin(Failover {
+        phase: Phase::Opening(opening),
+        observe,
+    })
+}
+
+/// The stream of [`events`]: opening (trying candidates), then the answering gateway's events
+/// passed through as they are.
+struct Failover {
+    phase: Phase,
+    observe: Observer,
+}
+
+type Opened = Result<(String, Option<Event>, EventStream), GatewayError>;
+
+enum Phase {
+    Opening(BoxFuture<'static, Opened>),
+    Answering {
+        gateway: String,
+        first: Option<Event>,
+        rest: EventStream,
+    },
+    /// No candidate answered: this error, then the end.
+    Failed(Option<GatewayError>),
+}
+
+impl Stream for Failover {
+    type Item = Result<Event, GatewayError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.phase {
+                Phase::Opening(opening) => {
+                    this.phase = match ready!(opening.as_mut().poll(cx)) {
+                        Ok((gateway, first, rest)) => Phase::Answering {
+                            gateway,
+                            first,
+                            rest,
+                        },
+                        Err(error) => Phase::Failed(Some(error)),
+                    };
                 }
-                Err(error) => Box::pin(stream::iter([Err(error)])) as EventStream,
+                Phase::Answering { first, .. } if first.is_some() => {
+                    return Poll::Ready(first.take().map(Ok));
+                }
+                Phase::Answering { gateway, rest, .. } => {
+                    let item = ready!(rest.as_mut().poll_next(cx));
+                    if let Some(Err(error)) = &item {
+                        (this.observe)(Note::Failed {
+                            gateway,
+                            error,
+                            next: Next::Final,
+                        });
+                    }
+                    return Poll::Ready(item);
+                }
+                Phase::Failed(error) => return Poll::Ready(error.take().map(Err)),
             }
-        })
-        .flatten(),
-    )
+        }
+    }
 }
 
 /// The wait before retrying the same instance, if the policy allows one.
@@ -269,7 +316,7 @@ mod tests {
             self.called.notify_one();
             let next = self.script.lock().pop_front();
             let items = next.unwrap_or_else(|| Err(GatewayError::Other("script ended".into())))?;
-            Ok(Box::pin(stream::iter(items)))
+            Ok(Box::pin(futures::stream::iter(items)))
         }
     }
 

@@ -16,6 +16,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 pub struct CancelWatch {
     wait: Pin<Box<WaitForCancellationFutureOwned>>,
     flag: Arc<WokenFlag>,
+    /// The task waker last registered in `flag` (it stays there until a wake-up takes it).
+    registered: Option<Waker>,
     fired: bool,
 }
 
@@ -46,6 +48,7 @@ impl CancelWatch {
                 woken: AtomicBool::new(true),
                 task: AtomicWaker::new(),
             }),
+            registered: None,
             fired: false,
         }
     }
@@ -56,8 +59,20 @@ impl CancelWatch {
         if self.fired {
             return Poll::Ready(());
         }
+        // Nothing woke the wait since the last poll, and the task registered then is this one:
+        // that registration still stands (only a wake-up takes it), so there is nothing to do.
+        let same_task = self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if same_task && !self.flag.woken.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
         // Register before looking at the flag, so a wake-up in between is not lost.
         self.flag.task.register(cx.waker());
+        if !same_task {
+            self.registered = Some(cx.waker().clone());
+        }
         if !self.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }

@@ -688,8 +688,9 @@ impl Stream for TurnStream {
             }
             if let Some(storing) = &mut this.storing {
                 ready!(storing.store.as_mut().poll(cx));
-                let Storing { done, .. } = this.storing.take().expect("a memory write in progress");
-                this.tail.stored(done);
+                if let Some(Storing { done, .. }) = this.storing.take() {
+                    this.tail.stored(done);
+                }
                 continue;
             }
             if this.tail.done {

@@ -12,8 +12,8 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::server::{
-    self, assert_no_secret, chunk, config, delta_line, gateway, head_chunked, hello, respond, run,
-    serve, wait_closed, FINISH, SECRET,
+    self, assert_no_secret, chunk, config, delta_line, end, gateway, head_chunked, hello, respond,
+    run, serve, wait_closed, FINISH, SECRET,
 };
 
 /// A server that answers every request with one fixed SSE body.
@@ -198,6 +198,30 @@ async fn idle_timeout_when_the_stream_stalls() {
         Some(GatewayError::IdleTimeout(Duration::from_millis(300)))
     );
     drop(keep_tx);
+}
+
+#[tokio::test]
+async fn a_slow_answer_with_short_gaps_is_not_cut_by_the_idle_timeout() {
+    // Six tokens 120 ms apart: 720 ms in all, more than twice the 300 ms idle timeout, but no
+    // gap reaches it. The idle deadline runs from the last read, not from the first token.
+    let server = serve(|_, mut socket| async move {
+        let _ = head_chunked(&mut socket, 200, "text/event-stream", &[]).await;
+        for word in ["One ", "two ", "three ", "four ", "five ", "six."] {
+            let _ = chunk(&mut socket, delta_line(word).as_bytes()).await;
+            tokio::time::sleep(Duration::from_millis(120)).await;
+        }
+        let _ = chunk(&mut socket, FINISH.as_bytes()).await;
+        let _ = chunk(&mut socket, b"data: [DONE]\n\n").await;
+        let _ = end(&mut socket).await;
+    })
+    .await;
+    let gw = gateway(OpenAiCompatConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..config(server.base_url("/v1"))
+    });
+    let outcome = run(&gw, hello()).await;
+    assert_eq!(outcome.error, None);
+    assert_eq!(outcome.response(), Some("One two three four five six."));
 }
 
 #[tokio::test]

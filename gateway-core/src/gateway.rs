@@ -11,7 +11,7 @@ use crate::event::Event;
 use crate::turn::Turn;
 
 /// Events of one turn. A gateway yields `Ok` events and ends with `Ok(text_done)` or one `Err`;
-/// the host turns an `Err` into the final `error` event (see [`crate::stream::finish`]).
+/// the host turns an `Err` into the final `error` event (see [`crate::stream::settle`]).
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, GatewayError>> + Send>>;
 
 /// Result of a health probe.

@@ -1,26 +1,13 @@
-//! Stream helpers that enforce the protocol: exactly one final event, nothing after it.
-
-use futures::stream::{self, Stream, StreamExt};
+//! The protocol rule a host applies to a gateway's stream: exactly one final event, nothing
+//! after it.
 
 use crate::error::GatewayError;
 use crate::event::Event;
-use crate::gateway::EventStream;
 
-/// Turns a gateway's stream into a well-formed event stream: an `Err` becomes the final
-/// `error` event, nothing is passed on after a final event, and a stream that ends without
-/// one gets an `error` saying so. Never yields more than one final event.
-pub fn finish(inner: EventStream) -> impl Stream<Item = Event> + Send {
-    stream::unfold(Some(inner), |state| async move {
-        let mut inner = state?;
-        let event = settle(inner.next().await);
-        let rest = (!event.is_terminal()).then_some(inner);
-        Some((event, rest))
-    })
-}
-
-/// What [`finish`] passes on for one item of a gateway's stream (`None`: the stream ended):
+/// The event a host passes on for one item of a gateway's stream (`None`: the stream ended):
 /// the event itself, an `Err` as the final `error` event, or, for a stream that ended without
-/// a final event, an `error` saying so. The result is final when [`Event::is_terminal`] says so.
+/// a final event, an `error` saying so. The result is final when [`Event::is_terminal`] says
+/// so, and a host then stops reading the stream.
 pub fn settle(item: Option<Result<Event, GatewayError>>) -> Event {
     match item {
         Some(Ok(event)) => event,
@@ -35,33 +22,26 @@ pub fn settle(item: Option<Result<Event, GatewayError>>) -> Event {
 mod tests {
     use super::*;
 
-    fn events(items: Vec<Result<Event, GatewayError>>) -> Vec<Event> {
-        let inner: EventStream = Box::pin(stream::iter(items));
-        futures::executor::block_on(finish(inner).collect())
+    #[test]
+    fn events_pass_through_unchanged() {
+        assert_eq!(settle(Some(Ok(Event::delta("a")))), Event::delta("a"));
+        assert_eq!(
+            settle(Some(Ok(Event::text_done("a")))),
+            Event::text_done("a")
+        );
     }
 
     #[test]
-    fn passes_a_good_stream_through() {
-        let out = events(vec![Ok(Event::delta("a")), Ok(Event::text_done("a"))]);
-        assert_eq!(out, vec![Event::delta("a"), Event::text_done("a")]);
+    fn an_error_becomes_the_final_event() {
+        let event = settle(Some(Err(GatewayError::Truncated)));
+        assert!(event.is_terminal());
+        assert!(matches!(&event, Event::Error { error } if error.contains("truncated")));
     }
 
     #[test]
-    fn error_is_final_and_later_items_are_dropped() {
-        let out = events(vec![
-            Ok(Event::delta("a")),
-            Err(GatewayError::Truncated),
-            Ok(Event::text_done("a")),
-        ]);
-        assert_eq!(out.len(), 2);
-        assert!(matches!(&out[1], Event::Error { error } if error.contains("truncated")));
-    }
-
-    #[test]
-    fn missing_final_event_becomes_an_error() {
-        let out = events(vec![Ok(Event::delta("a"))]);
-        assert!(matches!(&out[1], Event::Error { error } if error.contains("without a final")));
-        let out = events(vec![Ok(Event::text_done("x")), Ok(Event::text_done("y"))]);
-        assert_eq!(out, vec![Event::text_done("x")]);
+    fn the_end_without_a_final_event_becomes_an_error() {
+        let event = settle(None);
+        assert!(event.is_terminal());
+        assert!(matches!(&event, Event::Error { error } if error.contains("without a final")));
     }
 }

@@ -397,11 +397,6 @@ impl Ticket {
         true
     }
 
-    /// Resolves when the turn is cut.
-    pub async fn interrupted(&self) {
-        self.control.interrupted.cancelled().await
-    }
-
     /// The token cancelled when the turn is cut, for a caller that watches it between many
     /// events (see [`gateway_core::CancelWatch`]).
     pub fn interrupted_token(&self) -> CancellationToken {

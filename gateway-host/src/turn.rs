@@ -744,3 +744,117 @@ impl Drop for Tail {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt as _;
+    use gateway_core::{async_trait, GatewayError, GatewayKind, InstanceConfig, Registry};
+
+    use crate::config::HostConfig;
+    use crate::instances::Instances;
+    use crate::profile::ProfileSet;
+
+    /// A gateway that breaks the protocol as the user's message asks.
+    struct Unruly;
+
+    #[async_trait]
+    impl Gateway for Unruly {
+        fn id(&self) -> &str {
+            "unruly"
+        }
+        fn kind(&self) -> &str {
+            "unruly"
+        }
+        fn is_configured(&self) -> Result<(), GatewayError> {
+            Ok(())
+        }
+        async fn stream(&self, turn: Turn) -> Result<EventStream, GatewayError> {
+            let asked = turn.messages.last().map(|m| m.content.to_string());
+            let items = match asked.as_deref() {
+                Some("more after the end") => vec![
+                    Ok(Event::delta("a")),
+                    Ok(Event::text_done("a")),
+                    Ok(Event::delta("b")),
+                    Ok(Event::text_done("ab")),
+                ],
+                Some("error then more") => vec![
+                    Ok(Event::delta("a")),
+                    Err(GatewayError::Truncated),
+                    Ok(Event::text_done("a")),
+                ],
+                _ => vec![Ok(Event::delta("a"))],
+            };
+            Ok(Box::pin(futures::stream::iter(items)))
+        }
+    }
+
+    static UNRULY: GatewayKind = GatewayKind {
+        id: "unruly",
+        description: "breaks the event protocol on purpose",
+        build: |_: &InstanceConfig| Ok(Arc::new(Unruly)),
+    };
+
+    async fn answer(message: &str) -> Vec<Event> {
+        let config = HostConfig {
+            prompts_dir: "".into(),
+            profiles_dir: "".into(),
+            default_profile: "p".into(),
+            ..HostConfig::default()
+        };
+        let registry = Registry::from_kinds([&UNRULY]).expect("one kind");
+        let instances = Instances::build(&registry, &config, &gateway_core::Env::default());
+        let profile = Profile::from_json(
+            serde_json::json!({"id": "p", "adapter_config": {"gateway_id": "unruly"}}),
+            "test",
+        )
+        .expect("a valid profile");
+        let profiles = ProfileSet::from_profiles([profile], |g| instances.is_known(g));
+        let store = AppState::store_for(&config);
+        let state = AppState::new(config, instances, profiles, store);
+        let request = TurnRequest {
+            message: message.into(),
+            ..TurnRequest::default()
+        };
+        let turn = start(&state, request, Instant::now())
+            .await
+            .expect("the turn starts");
+        turn.events.collect().await
+    }
+
+    fn kinds(events: &[Event]) -> Vec<&'static str> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Handshake { .. } => "handshake",
+                Event::Delta { .. } => "delta",
+                Event::TextDone { .. } => "text_done",
+                Event::Error { .. } => "error",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn nothing_passes_after_the_final_event() {
+        let events = answer("more after the end").await;
+        assert_eq!(kinds(&events), ["handshake", "delta", "text_done"]);
+        assert!(matches!(&events[2], Event::TextDone { response, .. } if response == "a"));
+    }
+
+    #[tokio::test]
+    async fn a_gateway_error_is_the_final_event() {
+        let events = answer("error then more").await;
+        assert_eq!(kinds(&events), ["handshake", "delta", "error"]);
+        assert!(matches!(&events[2], Event::Error { error } if error.contains("truncated")));
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_without_a_final_event_ends_with_an_error() {
+        let events = answer("stop early").await;
+        assert_eq!(kinds(&events), ["handshake", "delta", "error"]);
+        assert!(
+            matches!(&events[2], Event::Error { error } if error.contains("without a final event"))
+        );
+    }
+}

@@ -481,39 +481,28 @@ impl Tail {
         self.answered.get().unwrap_or(&self.primary)
     }
 
-    fn first_token(&mut self) -> Duration {
-        if let Some(t) = self.ttft {
-            return t;
+    /// Queue the host's `handshake` before the answer's first event, with its time to first
+    /// token; nothing once it was sent.
+    fn handshake_once(&mut self) {
+        if self.ttft.is_some() {
+            return;
         }
-        let t = self.started.elapsed();
-        self.ttft = Some(t);
-        self.state.metrics().ttft(self.gateway(), t);
-        t
-    }
-
-    fn handshake(&mut self) -> Event {
-        let ms = self.first_token().as_millis() as u64;
-        Event::Handshake {
-            ms,
+        let ttft = self.started.elapsed();
+        self.ttft = Some(ttft);
+        self.state.metrics().ttft(self.gateway(), ttft);
+        self.out.push_back(Event::Handshake {
+            ms: ttft.as_millis() as u64,
             gateway: Some(self.gateway().to_string()),
-        }
+        });
     }
 
     /// Take one event of the gateway (made well-formed) into `out`; a completed answer
     /// returns the write of its memory, to finish before [`Tail::stored`] passes it on.
     fn process(&mut self, event: Event) -> Option<Storing> {
         match event {
-            Event::Handshake { .. } => {
-                if self.ttft.is_none() {
-                    let handshake = self.handshake();
-                    self.out.push_back(handshake);
-                }
-            }
+            Event::Handshake { .. } => self.handshake_once(),
             event @ (Event::Delta { .. } | Event::Sentence { .. }) => {
-                if self.ttft.is_none() {
-                    let handshake = self.handshake();
-                    self.out.push_back(handshake);
-                }
+                self.handshake_once();
                 self.emit(event);
             }
             Event::TextDone {
@@ -525,8 +514,7 @@ impl Tail {
                 ..
             } => {
                 if self.ticket.as_ref().is_some_and(|t| !t.claim()) {
-                    let done = self.interrupted_done();
-                    self.out.push_back(done);
+                    self.push_interrupted_done();
                     return None;
                 }
                 self.done = true;
@@ -544,8 +532,7 @@ impl Tail {
             }
             Event::Error { .. } => {
                 if self.ticket.as_ref().is_some_and(Ticket::is_cut) {
-                    let done = self.interrupted_done();
-                    self.out.push_back(done);
+                    self.push_interrupted_done();
                     return None;
                 }
                 if let Some(ticket) = &self.ticket {
@@ -583,9 +570,9 @@ impl Tail {
         }
     }
 
-    /// The final event of an interrupted turn: what was streamed so far. Its memory is
+    /// Queue the final event of an interrupted turn: what was streamed so far. Its memory is
     /// written by whoever interrupted it.
-    fn interrupted_done(&mut self) -> Event {
+    fn push_interrupted_done(&mut self) {
         self.done = true;
         let response = self
             .ticket
@@ -594,14 +581,15 @@ impl Tail {
             .unwrap_or_default();
         tracing::debug!(gateway = %self.gateway(), streamed_chars = response.chars().count(),
             "turn interrupted");
-        Event::TextDone {
+        let done = Event::TextDone {
             response,
             actions: std::mem::take(&mut self.actions),
             timing: Some(self.timing()),
             usage: None,
             finish_reason: None,
             interrupted: true,
-        }
+        };
+        self.out.push_back(done);
     }
 
     /// Queue `event` for the client, noting what is streamed (for interrupts) and adding
@@ -612,8 +600,7 @@ impl Tail {
             Event::Delta { text } => {
                 if self.ticket.as_ref().is_some_and(|t| !t.record(text)) {
                     self.out.clear();
-                    let done = self.interrupted_done();
-                    self.out.push_back(done);
+                    self.push_interrupted_done();
                     return;
                 }
                 let sentences = self.sentences.as_mut().map(|s| s.push(text));
@@ -700,8 +687,7 @@ impl Stream for TurnStream {
             if let Some(interrupt) = &mut this.tail.interrupt {
                 if interrupt.poll_cancelled(cx).is_ready() {
                     this.upstream = None;
-                    let done = this.tail.interrupted_done();
-                    this.tail.out.push_back(done);
+                    this.tail.push_interrupted_done();
                     // The session's next turn need not wait for this stream's end.
                     this.tail.interrupt = None;
                     drop(this.tail.ticket.take());

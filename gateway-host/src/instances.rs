@@ -150,17 +150,6 @@ impl Instances {
         );
     }
 
-    /// Instances made elsewhere (tests, embedding applications).
-    pub fn from_gateways(gateways: impl IntoIterator<Item = Arc<dyn Gateway>>) -> Self {
-        Self {
-            gateways: gateways
-                .into_iter()
-                .map(|g| (g.id().to_string(), g))
-                .collect(),
-            failures: BTreeMap::new(),
-        }
-    }
-
     /// The usable instance with this id.
     pub fn get(&self, id: &str) -> Option<&Arc<dyn Gateway>> {
         self.gateways.get(id)

@@ -112,12 +112,6 @@ impl PromptStore {
         status(&state)
     }
 
-    /// The stripped file text (after a refresh).
-    pub fn file_text(&self) -> Arc<str> {
-        self.refresh();
-        self.state.lock().text.clone()
-    }
-
     /// The system prompt for a profile: the file text then the profile's prompt. Cached per
     /// profile id until the file changes, so steady-state turns only clone an `Arc`.
     pub fn system_prompt(&self, profile_id: &str, profile_prompt: &str) -> Option<Arc<str>> {

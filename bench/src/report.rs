@@ -100,6 +100,27 @@ fn errors_cell(leg: &LegResult) -> String {
     cell
 }
 
+/// One table row per quantile of a latency histogram: direct, via the proxy, and the added
+/// difference, in milliseconds.
+fn percentile_rows(
+    out: &mut String,
+    label: &str,
+    direct: &Histogram<u64>,
+    proxy: &Histogram<u64>,
+    quantiles: &[(&str, f64)],
+) {
+    for &(name, q) in quantiles {
+        let (dv, pv) = (q_ms(direct, q), q_ms(proxy, q));
+        let _ = writeln!(
+            out,
+            "| {label} {name} (ms) | {} | {} | {} |",
+            ms(dv),
+            ms(pv),
+            signed_ms(pv - dv)
+        );
+    }
+}
+
 /// One Markdown table for one concurrency level.
 pub fn level_table(level: &LevelReport, proxy_label: &str, paced: bool) -> String {
     let d = &level.direct;
@@ -125,38 +146,20 @@ pub fn level_table(level: &LevelReport, proxy_label: &str, paced: bool) -> Strin
         d.turns_per_sec(),
         p.turns_per_sec()
     );
-    for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
-        let (dv, pv) = (q_ms(&d.ttft_us, q), q_ms(&p.ttft_us, q));
-        let _ = writeln!(
-            out,
-            "| TTFT {name} (ms) | {} | {} | {} |",
-            ms(dv),
-            ms(pv),
-            signed_ms(pv - dv)
-        );
-    }
+    const P50_P90_P99: [(&str, f64); 3] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)];
+    percentile_rows(&mut out, "TTFT", &d.ttft_us, &p.ttft_us, &P50_P90_P99);
     if !d.ttft_net_us.is_empty() || !p.ttft_net_us.is_empty() {
-        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
-            let (dv, pv) = (q_ms(&d.ttft_net_us, q), q_ms(&p.ttft_net_us, q));
-            let _ = writeln!(
-                out,
-                "| TTFT net of upstream think {name} (ms) | {} | {} | {} |",
-                ms(dv),
-                ms(pv),
-                signed_ms(pv - dv)
-            );
-        }
-    }
-    for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
-        let (dv, pv) = (q_ms(&d.total_us, q), q_ms(&p.total_us, q));
-        let _ = writeln!(
-            out,
-            "| full turn {name} (ms) | {} | {} | {} |",
-            ms(dv),
-            ms(pv),
-            signed_ms(pv - dv)
+        let label = "TTFT net of upstream think";
+        percentile_rows(
+            &mut out,
+            label,
+            &d.ttft_net_us,
+            &p.ttft_net_us,
+            &P50_P90_P99,
         );
     }
+    let p50_p99 = [("p50", 0.5), ("p99", 0.99)];
+    percentile_rows(&mut out, "full turn", &d.total_us, &p.total_us, &p50_p99);
     let _ = writeln!(
         out,
         "| errors | {} | {} | |",

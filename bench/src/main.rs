@@ -50,6 +50,39 @@ enum HostEndpoint {
     Conversation,
 }
 
+impl HostEndpoint {
+    /// The endpoint that speaks `protocol`.
+    fn of(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::ChatCompletions => Self::ChatCompletions,
+            Protocol::Conversation => Self::Conversation,
+        }
+    }
+
+    /// Its name in the machine-readable summary.
+    fn name(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat-completions",
+            Self::Conversation => "conversation",
+        }
+    }
+
+    /// A target for this endpoint of the host at `base_url`, asking for the bench's profile.
+    fn target(self, base_url: &str) -> Target {
+        let (path, protocol) = match self {
+            Self::ChatCompletions => ("/v1/chat/completions", Protocol::ChatCompletions),
+            Self::Conversation => ("/v1/conversation", Protocol::Conversation),
+        };
+        Target {
+            url: format!("{base_url}{path}"),
+            protocol,
+            model: host::PROFILE_ID.to_owned(),
+            system_prompt: None,
+            api_key: None,
+        }
+    }
+}
+
 /// Load benchmark: mock upstream vs. the same workload through gateway-host.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -344,31 +377,12 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
                 args.turn_timeout_secs,
             )
             .await?;
-            let target = match endpoint {
-                HostEndpoint::ChatCompletions => Target {
-                    url: format!("{}/v1/chat/completions", process.base_url()),
-                    protocol: Protocol::ChatCompletions,
-                    model: host::PROFILE_ID.to_owned(),
-                    system_prompt: None,
-                    api_key: None,
-                },
-                HostEndpoint::Conversation => Target {
-                    url: format!("{}/v1/conversation", process.base_url()),
-                    protocol: Protocol::Conversation,
-                    model: host::PROFILE_ID.to_owned(),
-                    system_prompt: None,
-                    api_key: None,
-                },
-            };
-            let name = match endpoint {
-                HostEndpoint::ChatCompletions => "chat-completions",
-                HostEndpoint::Conversation => "conversation",
-            };
+            let target = endpoint.target(process.base_url());
             println!(
                 "Proxy leg: the spawned host's `{}` endpoint (the host adds the voice prompt and session memory).\n",
                 target.url.trim_start_matches(process.base_url())
             );
-            summary.insert("host_endpoint".into(), json!(name));
+            summary.insert("host_endpoint".into(), json!(endpoint.name()));
             (target, "via host")
         }
         (None, None) => bail!("no proxy target: neither --proxy-url nor a spawned host"),
@@ -610,12 +624,10 @@ async fn paced_phase(
         .as_ref()
         .map(HostProcess::base_url)
         .unwrap_or_default();
-    let endpoint = match proxy_target.protocol {
-        Protocol::ChatCompletions => "/v1/chat/completions",
-        Protocol::Conversation => "/v1/conversation",
-    };
     let proxy_target = Target {
-        url: format!("{host_base}{endpoint}"),
+        url: HostEndpoint::of(proxy_target.protocol)
+            .target(host_base)
+            .url,
         ..proxy_target.clone()
     };
     // One answer: the role chunk at once, then the tokens, the finish chunk and `[DONE]`, each
@@ -700,13 +712,7 @@ async fn choose_endpoint(
         return Ok(wanted);
     }
     let client = load::client(1)?;
-    let target = Target {
-        url: format!("{base_url}/v1/chat/completions"),
-        protocol: Protocol::ChatCompletions,
-        model: host::PROFILE_ID.to_owned(),
-        system_prompt: None,
-        api_key: None,
-    };
+    let target = HostEndpoint::ChatCompletions.target(base_url);
     let timeout = Duration::from_secs_f64(timeout_secs);
     match load::run_turn(&client, &target, "bench-probe", "Hello?", timeout).await {
         Ok(_) => Ok(HostEndpoint::ChatCompletions),

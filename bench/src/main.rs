@@ -50,6 +50,18 @@ enum HostEndpoint {
     Conversation,
 }
 
+/// The direct leg's target: the mock itself, sent the system prompt the host would add, so that
+/// both legs move the same bytes to the upstream.
+fn direct_target(upstream: &MockUpstream, system_prompt: &Arc<str>) -> Target {
+    Target {
+        url: format!("{}/chat/completions", upstream.base_url()),
+        protocol: Protocol::ChatCompletions,
+        model: "bench-model".to_owned(),
+        system_prompt: Some(Arc::clone(system_prompt)),
+        api_key: None,
+    }
+}
+
 impl HostEndpoint {
     /// The endpoint that speaks `protocol`.
     fn of(protocol: Protocol) -> Self {
@@ -387,13 +399,7 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
         }
         (None, None) => bail!("no proxy target: neither --proxy-url nor a spawned host"),
     };
-    let direct_target = Target {
-        url: format!("{}/chat/completions", upstream.base_url()),
-        protocol: Protocol::ChatCompletions,
-        model: "bench-model".to_owned(),
-        system_prompt: Some(Arc::clone(&system_prompt)),
-        api_key: None,
-    };
+    let direct_target = direct_target(&upstream, &system_prompt);
 
     println!(
         "## Throughput load ({} ms between tokens)\n",
@@ -613,13 +619,7 @@ async fn paced_phase(
     let workdir = Workdir::create("paced", voice_prompt)?;
     let spec = host_spec(bin, &upstream.base_url(), args.max_messages);
     let mut host_process = Some(HostProcess::start(&spec, &workdir).await?);
-    let direct_target = Target {
-        url: format!("{}/chat/completions", upstream.base_url()),
-        protocol: Protocol::ChatCompletions,
-        model: "bench-model".to_owned(),
-        system_prompt: Some(Arc::clone(system_prompt)),
-        api_key: None,
-    };
+    let direct_target = direct_target(&upstream, system_prompt);
     let host_base = host_process
         .as_ref()
         .map(HostProcess::base_url)

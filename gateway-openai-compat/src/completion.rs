@@ -551,13 +551,7 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        let mut state = 0x2545_F491_4F6C_DD1D_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift(0x2545_F491_4F6C_DD1D_u64);
         let pieces: [&[u8]; 10] = [
             b"data: ",
             b"{\"choices\":[{\"delta\":{\"content\":\"a\"}}]}",

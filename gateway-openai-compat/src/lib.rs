@@ -49,6 +49,18 @@ pub mod config;
 mod gateway;
 pub mod sse;
 
+/// A small deterministic pseudo-random sequence (xorshift64) for the decoders' tests that feed
+/// them arbitrary bytes.
+#[cfg(test)]
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 pub use config::{ApiKey, Auth, OpenAiCompatConfig};
 pub use gateway::{build, OpenAiCompat};
 

@@ -314,13 +314,7 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift(0x9E37_79B9_7F4A_7C15_u64);
         let alphabet = b"data: \r\n:{}\"\xff\xc3";
         for _ in 0..300 {
             let len = (next() % 200) as usize;

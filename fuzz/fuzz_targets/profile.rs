@@ -2,7 +2,7 @@
 //! keeps the file's JSON, and a set of accepted profiles loads.
 #![no_main]
 
-use gateway_host::profile::{is_valid_id, Profile, ProfileSet};
+use gateway_host::{is_valid_id, Profile, ProfileSet};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

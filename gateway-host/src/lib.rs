@@ -53,7 +53,7 @@
 //! gateway fails before the first token (connection error, timeout, 429, 5xx); a 429/503 with
 //! a short enough `Retry-After` is first retried on the same instance. After the first token
 //! there is no switch. The `handshake` event names the instance that answered. See
-//! [`failover`] for the policy.
+//! `turn/failover.rs` for the policy.
 //!
 //! **Profiles** are OpenVoiceUI JSON files in `profiles_dir` (every `*.json`, unknown fields
 //! kept). Used: `id` (`^[a-z0-9-]+$`), `name`, `adapter`, `adapter_config.gateway_id` (default
@@ -81,45 +81,31 @@
 //! (`{"heard"?}`; 409 `not_in_flight` when nothing runs), `GET /healthz`, `GET /metrics`.
 //! Errors are `{"error": {"code", "message"}}` (400, 404, 409, 413, 422, 503).
 //!
-//! **OpenAI-compatible API** ([`openai`], `docs/openai-api.md`): `POST /v1/chat/completions`
+//! **OpenAI-compatible API** (`http/openai.rs`, `docs/openai-api.md`): `POST /v1/chat/completions`
 //! with `model` = a profile id, streamed (`stream: true`, `chat.completion.chunk` SSE ending
 //! in `data: [DONE]`) or not; `user` or an `X-Session-Key` header switches on server-side
 //! memory. `GET /v1/models` and `GET /v1/models/{id}` list the profiles. Errors use OpenAI's
 //! `{"error": {"message", "type", "param", "code"}}` (unknown profile: 404 `model_not_found`).
 
-pub mod api;
-pub mod auth;
-pub mod cli;
-pub mod config;
-pub mod demo;
-pub mod failover;
-pub mod instances;
-pub mod limits;
-pub mod metrics;
-pub mod openai;
-pub mod profile;
-pub mod prompt;
-pub mod report;
-pub mod sentences;
-pub mod session_api;
-pub mod session_slots;
-pub mod sessions;
-pub mod shutdown;
-pub mod sse;
-pub mod state;
-pub mod store;
+mod cli;
+mod config;
+mod http;
+mod metrics;
+mod sessions;
+mod shutdown;
+mod state;
 pub mod turn;
-pub mod upstream_limit;
-pub mod voice;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use api::{app, ApiError};
-pub use config::{ConfigError, HostConfig};
-pub use instances::Instances;
-pub use profile::{Profile, ProfileSet};
+pub use cli::report::{Level, Report};
+pub use config::instances::Instances;
+pub use config::profile::{is_valid_id, Profile, ProfileSet};
+pub use config::{ConfigError, GatewayConfig, HostConfig};
+pub use http::{app, ApiError};
+pub use sessions::SessionView;
 pub use state::{AppState, StartError};
 pub use turn::{TurnError, TurnRequest};
 

@@ -4,15 +4,15 @@ use std::sync::Arc;
 
 use gateway_core::{Env, Registry, SessionStore, StoreError};
 
-use crate::auth::{Auth, AuthError};
+use crate::config::instances::Instances;
+use crate::config::profile::ProfileSet;
+use crate::config::prompt::PromptStore;
 use crate::config::HostConfig;
-use crate::instances::Instances;
-use crate::limits::StreamLimits;
+use crate::http::auth::{Auth, AuthError};
 use crate::metrics::Metrics;
-use crate::profile::ProfileSet;
-use crate::prompt::PromptStore;
 use crate::sessions::Sessions;
 use crate::shutdown::Shutdown;
+use crate::turn::limits::StreamLimits;
 
 /// Why a host cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// The standard start-up without I/O beyond the local files: build instances from
     /// `registry` and `env`, load the profiles directory, watch the prompts directory, and
-    /// create the session store. Problems are kept for [`crate::report::Report`], not fatal.
+    /// create the session store. Problems are kept for [`crate::cli::report::Report`], not fatal.
     /// A `redis` store needs a connection: use [`AppState::connect`] (here it answers 503).
     pub fn load(config: HostConfig, registry: &Registry, env: &Env) -> Self {
         let store = Self::store_for(&config);
@@ -71,7 +71,7 @@ impl AppState {
         env: &Env,
     ) -> Result<Self, StartError> {
         Auth::from_config(&config.auth)?;
-        let store = crate::store::open(&config.memory).await?;
+        let store = crate::sessions::store::open(&config.memory).await?;
         Ok(Self::with_store(config, registry, env, store))
     }
 
@@ -122,10 +122,10 @@ impl AppState {
     /// store, or for `redis` a stand-in that fails every call (see [`AppState::connect`]).
     pub fn store_for(config: &HostConfig) -> Arc<dyn SessionStore> {
         match config.memory.backend.as_str() {
-            "redis" => Arc::new(crate::store::Unavailable(
+            "redis" => Arc::new(crate::sessions::store::Unavailable(
                 "the redis store is not connected (start the host with AppState::connect)".into(),
             )),
-            _ => crate::store::memory(&config.memory),
+            _ => crate::sessions::store::memory(&config.memory),
         }
     }
 

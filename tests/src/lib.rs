@@ -18,7 +18,7 @@ use figment::providers::Serialized;
 use figment::Figment;
 use futures::{Stream, StreamExt};
 use gateway_core::{Env, Registry};
-use gateway_host::sessions::SessionView;
+use gateway_host::SessionView;
 use gateway_host::{AppState, HostConfig};
 use parking_lot::Mutex;
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gateway_host::report::{Level, Report};
+use gateway_host::{Level, Report};
 use gateway_tests::{
     profile_on, refused_base_url, wait_for, HostSpec, MockUpstream, Reply, TestHost,
 };

@@ -1,4 +1,4 @@
-use gateway_host::profile::ProfileSet;
+use gateway_host::ProfileSet;
 use gateway_tests::{profile, shared_dir, HostSpec, TestHost};
 use serde_json::json;
 

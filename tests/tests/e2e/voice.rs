@@ -405,7 +405,7 @@ async fn sentences_request_flag_on_a_profile_without_it() {
 #[tokio::test]
 async fn check_reports_an_unknown_queue_mode() {
     let host = host().await;
-    let report = gateway_host::report::Report::of(&host.state);
+    let report = gateway_host::Report::of(&host.state);
     assert!(report.has_problems());
     let text = report.render();
     assert!(

@@ -34,7 +34,7 @@ pub struct Profile {
     /// Default session key (`adapter_config.sessionKey`).
     pub session_key: Option<String>,
     /// Gateways tried in order when the main one fails before its first token
-    /// (`adapter_config.fallback_gateway_ids`; see [`crate::failover`]).
+    /// (`adapter_config.fallback_gateway_ids`; see [`crate::turn::failover`]).
     pub fallback_gateway_ids: Vec<String>,
     /// Model override (`llm.model`).
     pub model: Option<String>,

@@ -16,9 +16,9 @@ use futures::StreamExt;
 use gateway_core::{Env, Registry};
 use serde_json::{json, Value};
 
+use crate::config::instances::Instances;
+use crate::config::profile::{Profile, ProfileSet};
 use crate::config::HostConfig;
-use crate::instances::Instances;
-use crate::profile::{Profile, ProfileSet};
 use crate::state::AppState;
 
 /// Kind the demo uses; must be linked into the binary.
@@ -131,7 +131,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     )
     .await?;
     let state = demo_state(upstream)?;
-    let host = serve_on_loopback(crate::api::app(state.clone())).await?;
+    let host = serve_on_loopback(crate::http::app(state.clone())).await?;
     println!("demo upstream on http://{upstream}, host on http://{host}");
     let client = reqwest::Client::builder().no_proxy().build()?;
     let mut out = std::io::stdout();

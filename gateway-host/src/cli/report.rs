@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::prompt::PromptStatus;
+use crate::config::prompt::PromptStatus;
 use crate::state::AppState;
 
 /// Severity of a report line.
@@ -126,7 +126,7 @@ impl Report {
                 &p.file,
                 format!("id {}, gateway {}{fallbacks}", p.id, p.gateway_id),
             );
-            for problem in crate::voice::VoiceSettings::problems(p) {
+            for problem in crate::turn::voice::VoiceSettings::problems(p) {
                 push("profile", Level::Problem, &p.file, problem);
             }
         }
@@ -193,7 +193,7 @@ impl Report {
                 "auth",
                 format!("{problem}: every request would be refused"),
             );
-        } else if let Some(warning) = crate::auth::exposure_warning(bind, auth) {
+        } else if let Some(warning) = crate::http::auth::exposure_warning(bind, auth) {
             push("access", Level::Warning, "auth", warning);
         } else if auth.is_enabled() {
             let metrics = if state.config().auth.public_metrics {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use gateway_core::{Env, Gateway, InstanceConfig, Registry};
 
 use crate::config::{GatewayConfig, HostConfig};
-use crate::upstream_limit;
+use crate::turn::upstream_limit;
 
 /// An instance that could not be built (unknown kind, invalid settings).
 #[derive(Debug, Clone, PartialEq, Eq)]

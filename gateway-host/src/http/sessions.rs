@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{ApiError, OptionalJsonBody};
+use crate::http::{ApiError, OptionalJsonBody};
 use crate::state::AppState;
 use crate::turn::is_valid_session_key;
 

@@ -1,5 +1,9 @@
 //! Host configuration: built-in defaults < `gateway.toml` < `.env` < `GATEWAY_*` environment.
 
+pub(crate) mod instances;
+pub(crate) mod profile;
+pub(crate) mod prompt;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,7 +56,7 @@ pub struct HostConfig {
     pub keepalive_secs: u64,
     /// Request limits.
     pub limits: LimitsConfig,
-    /// Retries of a failing gateway before the first token (see [`crate::failover`]).
+    /// Retries of a failing gateway before the first token (see [`crate::turn::failover`]).
     pub retry: RetryConfig,
     /// Client authentication (bearer tokens).
     pub auth: AuthConfig,
@@ -391,7 +395,7 @@ impl HostConfig {
         if self.keepalive_secs == 0 {
             return bad("keepalive_secs must be > 0".into());
         }
-        if !crate::profile::is_valid_id(&self.default_profile) {
+        if !crate::config::profile::is_valid_id(&self.default_profile) {
             return bad(format!(
                 "default_profile '{}' is not a valid profile id (a-z, 0-9, -)",
                 self.default_profile
@@ -399,7 +403,7 @@ impl HostConfig {
         }
         self.retry.check("retry")?;
         for (id, gateway) in &self.gateways {
-            if !crate::profile::is_valid_id(id) {
+            if !crate::config::profile::is_valid_id(id) {
                 return bad(format!("gateway id '{id}' is not valid (a-z, 0-9, -)"));
             }
             self.retry

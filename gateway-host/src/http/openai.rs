@@ -19,8 +19,8 @@ use gateway_core::{ChatMessage, Event, Role, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::profile::is_valid_id;
-use crate::sse;
+use crate::config::profile::is_valid_id;
+use crate::http::sse;
 use crate::state::AppState;
 use crate::turn::{self, is_valid_session_key, TurnError, TurnEvents, TurnOptions, TurnRequest};
 
@@ -96,7 +96,7 @@ pub enum OpenAiError {
     #[error("{refusal}")]
     Refused {
         /// Why.
-        refusal: crate::limits::Refusal,
+        refusal: crate::turn::limits::Refusal,
         /// Stable code.
         code: &'static str,
     },
@@ -160,6 +160,7 @@ impl OpenAiError {
     }
 
     /// The JSON body `{"error": {"message", "type", "param", "code"}}`.
+    #[cfg(test)]
     pub fn body(&self) -> Value {
         json!({"error": {
             "message": self.to_string(),

@@ -1,7 +1,13 @@
-//! The turn pipeline: profile → instances (primary, then fallbacks: see [`crate::failover`]),
+//! The turn pipeline: profile → instances (primary, then fallbacks: see [`crate::turn::failover`]),
 //! messages = system prompt + history + user message (or system prompt + a client-supplied
 //! conversation, see [`TurnOptions`]), the gateway stream made well-formed, timing and the
 //! answering gateway filled in, memory stored on success.
+
+pub(crate) mod failover;
+pub(crate) mod limits;
+pub(crate) mod sentences;
+pub(crate) mod upstream_limit;
+pub(crate) mod voice;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,15 +25,15 @@ use gateway_core::{
 };
 use serde::Deserialize;
 
-use crate::failover::{self, Candidate, Next, Note, Observer};
-use crate::limits::{Admission, Refusal};
+use crate::config::profile::{is_valid_id, Profile};
 use crate::metrics::InFlight;
-use crate::profile::{is_valid_id, Profile};
-use crate::sentences::SentenceSplitter;
 use crate::sessions::{Ticket, TurnEntry};
 use crate::shutdown::SHUTDOWN_MESSAGE;
 use crate::state::AppState;
-use crate::voice::VoiceSettings;
+use crate::turn::limits::{Admission, Refusal};
+use crate::turn::sentences::SentenceSplitter;
+use crate::turn::voice::VoiceSettings;
+use failover::{Candidate, Next, Note, Observer};
 
 /// Longest accepted session key.
 pub const MAX_SESSION_KEY_LEN: usize = 128;
@@ -737,9 +743,9 @@ mod tests {
     use futures::StreamExt as _;
     use gateway_core::{async_trait, GatewayError, GatewayKind, InstanceConfig, Registry};
 
+    use crate::config::instances::Instances;
+    use crate::config::profile::ProfileSet;
     use crate::config::HostConfig;
-    use crate::instances::Instances;
-    use crate::profile::ProfileSet;
 
     /// A gateway that breaks the protocol as the user's message asks.
     struct Unruly;

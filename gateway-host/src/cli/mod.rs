@@ -1,5 +1,8 @@
 //! The command line: `serve`, `chat`, `check`, `demo`.
 
+pub(crate) mod demo;
+pub(crate) mod report;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,8 +15,8 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use gateway_core::{Env, Event, Registry};
 
+use crate::cli::report::{Level, Report};
 use crate::config::HostConfig;
-use crate::report::{Level, Report};
 use crate::state::AppState;
 use crate::turn::{self, TurnRequest};
 
@@ -81,7 +84,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             message,
         } => chat(cli.config, profile, session, message).await,
         Command::Check => check(cli.config).await,
-        Command::Demo => crate::demo::run().await,
+        Command::Demo => crate::cli::demo::run().await,
     }
 }
 
@@ -89,7 +92,7 @@ async fn serve(config: Option<PathBuf>, bind: Option<SocketAddr>) -> anyhow::Res
     let state = load_state(config.as_deref()).await?;
     Report::of(&state).log();
     let addr = bind.unwrap_or(state.config().bind);
-    if let Some(warning) = crate::auth::exposure_warning(addr, state.auth()) {
+    if let Some(warning) = crate::http::auth::exposure_warning(addr, state.auth()) {
         tracing::warn!("{warning}");
         eprintln!("WARNING: {warning}");
     }
@@ -114,7 +117,7 @@ async fn serve(config: Option<PathBuf>, bind: Option<SocketAddr>) -> anyhow::Res
         let shutdown = shutdown.clone();
         // `into_make_service` prepares the router once; serving the `Router` itself would
         // rebuild its route table for every connection.
-        let app = crate::api::app(state.clone()).into_make_service();
+        let app = crate::http::app(state.clone()).into_make_service();
         axum::serve(listener, app).with_graceful_shutdown(async move {
             signal.await;
             shutdown.begin();
@@ -259,7 +262,7 @@ async fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let state = AppState::load(config, &registry, &Env::from_process());
     let mut report = Report::of(&state);
     if memory.backend == "redis" {
-        match crate::store::open(&memory).await {
+        match crate::sessions::store::open(&memory).await {
             Ok(_) => report.push("memory", Level::Ok, "redis", "reachable".into()),
             Err(e) => report.push("memory", Level::Problem, "redis", e.to_string()),
         }

@@ -1,11 +1,11 @@
 //! Admission of turns: the host-wide stream limit (`limits.max_streams`), the per-session
-//! limit (`limits.max_streams_per_session`, see [`crate::session_slots`]) and refusal while
+//! limit (`limits.max_streams_per_session`, see [`crate::sessions::slots`]) and refusal while
 //! shutting down. The returned [`Admission`] is held by the turn until its stream ends.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::session_slots::{SessionSlot, SessionSlots};
+use crate::sessions::slots::{SessionSlot, SessionSlots};
 
 /// Why a turn was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,10 @@
 //! The HTTP API (axum): conversation streaming, profiles, gateways, sessions, health, metrics.
 
+pub(crate) mod auth;
+pub(crate) mod openai;
+pub(crate) mod sessions;
+pub(crate) mod sse;
+
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -224,15 +229,15 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/gateways", get(list_gateways))
         .route(
             "/v1/sessions/{key}",
-            delete(delete_session).get(crate::session_api::get_session),
+            delete(delete_session).get(crate::http::sessions::get_session),
         )
         .route(
             "/v1/sessions/{key}/interrupt",
-            post(crate::session_api::interrupt),
+            post(crate::http::sessions::interrupt),
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .merge(crate::openai::routes())
+        .merge(crate::http::openai::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -240,7 +245,7 @@ pub fn app(state: AppState) -> Router {
         // Outermost: a request without a valid token is refused before its body is read.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::require,
+            crate::http::auth::require,
         ))
         .with_state(state)
 }
@@ -276,10 +281,10 @@ async fn conversation(
     }
     // One SSE frame per event: `event: <type>` and `data: <event json>`.
     let encode = |event: Event, out: &mut BytesMut| {
-        crate::sse::json_frame(out, Some(event.kind()), &event);
+        crate::http::sse::json_frame(out, Some(event.kind()), &event);
     };
     let keep_alive = Duration::from_secs(state.config().keepalive_secs);
-    Ok(crate::sse::response(turn.events, encode, keep_alive))
+    Ok(crate::http::sse::response(turn.events, encode, keep_alive))
 }
 
 async fn list_profiles(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -301,7 +306,7 @@ async fn get_profile(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if !crate::profile::is_valid_id(&id) {
+    if !crate::config::profile::is_valid_id(&id) {
         return Err(ApiError::bad_request(
             "invalid profile id (expected 1-64 of a-z, 0-9, -)",
         ));

@@ -1,7 +1,7 @@
 //! A profile's voice-turn settings: `llm.queue.mode`, `llm.queue.block_streaming_chunk` and the
 //! host's own `voice.sentence_events` flag.
 
-use crate::profile::Profile;
+use crate::config::profile::Profile;
 use crate::sessions::QueueMode;
 
 /// How the host runs the turns of one profile.

@@ -9,6 +9,9 @@
 //! of the session may read the history. A session's entry is removed when its last turn ends,
 //! so the registry holds only sessions with turns running or waiting.
 
+pub(crate) mod slots;
+pub(crate) mod store;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -48,6 +48,7 @@ pub mod completion;
 pub mod config;
 mod gateway;
 pub mod sse;
+mod tool_calls;
 
 /// A small deterministic pseudo-random sequence (xorshift64) for the decoders' tests that feed
 /// them arbitrary bytes.

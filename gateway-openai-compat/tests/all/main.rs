@@ -9,3 +9,4 @@ mod conformance;
 mod fuzz_regressions;
 mod server;
 mod targeted;
+mod tools;

@@ -2,10 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::tool::ToolCall;
+
 /// One event of a streamed turn; serialises as `{"type": "...", ...}`.
 ///
 /// A well-formed stream is: an optional `handshake`, any number of `delta`, `action` and
-/// `sentence` events, then exactly one `text_done` or `error`.
+/// `sentence` events, the answer's `tool_call`s, then exactly one `text_done` or `error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -26,6 +28,12 @@ pub enum Event {
     Action {
         /// The action object.
         action: serde_json::Value,
+    },
+    /// A tool call the answer asks for, complete: one per call, in the answer's order, after
+    /// its text and before `text_done` (whose `finish_reason` is then `tool_calls`).
+    ToolCall {
+        /// The call, in OpenAI's wire form.
+        call: ToolCall,
     },
     /// A completed sentence of the answer, for TTS clients without their own splitter.
     Sentence {
@@ -77,6 +85,11 @@ impl Event {
         }
     }
 
+    /// A `tool_call` event.
+    pub fn tool_call(call: ToolCall) -> Self {
+        Event::ToolCall { call }
+    }
+
     /// An `error` event.
     pub fn error(message: impl Into<String>) -> Self {
         Event::Error {
@@ -90,6 +103,7 @@ impl Event {
             Event::Handshake { .. } => "handshake",
             Event::Delta { .. } => "delta",
             Event::Action { .. } => "action",
+            Event::ToolCall { .. } => "tool_call",
             Event::Sentence { .. } => "sentence",
             Event::TextDone { .. } => "text_done",
             Event::Error { .. } => "error",
@@ -143,6 +157,11 @@ mod tests {
                     action: json!({"name": "x"}),
                 },
                 json!({"type": "action", "action": {"name": "x"}}),
+            ),
+            (
+                Event::tool_call(ToolCall::new("c1", "f", "{}")),
+                json!({"type": "tool_call", "call": {"id": "c1", "type": "function",
+                       "function": {"name": "f", "arguments": "{}"}}}),
             ),
             (
                 Event::text_done("Hi"),

@@ -10,7 +10,9 @@
 //! # For gateway authors
 //!
 //! 1. Implement [`Gateway`]: `stream` returns an [`EventStream`] that yields `handshake`,
-//!    `delta`s and ends with `text_done` or one `Err`; stop when `turn.cancel` fires.
+//!    `delta`s, one `tool_call` per [`ToolCall`] the answer holds, and ends with `text_done`
+//!    (`finish_reason` `tool_calls` when it holds calls) or one `Err`; stop when `turn.cancel`
+//!    fires.
 //! 2. Register a kind: `inventory::submit! { GatewayKind { id: "my-kind", description: "...",
 //!    build } }` where `build` reads its settings with [`InstanceConfig::settings_as`].
 //! 3. Link it: a binary that calls the host's `run` must reference the crate
@@ -28,6 +30,7 @@ pub mod session;
 pub mod stream;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod tool;
 pub mod turn;
 
 pub use cancel::CancelWatch;
@@ -39,6 +42,7 @@ pub use message::{ChatMessage, Role};
 pub use redis_store::{RedisStore, RedisStoreConfig};
 pub use registry::{Env, GatewayKind, InstanceConfig, Registry};
 pub use session::{MemoryStore, MemoryStoreConfig, SessionStore, DEFAULT_HISTORY};
+pub use tool::{ToolCall, TOOL_CALLS_FINISH};
 pub use turn::Turn;
 
 pub use async_trait::async_trait;

@@ -1,5 +1,6 @@
 //! A turn: everything a gateway needs to answer one user message.
 
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::message::ChatMessage;
@@ -15,6 +16,10 @@ pub struct Turn {
     pub max_tokens: Option<u32>,
     /// Sampling temperature; `None` leaves it to the upstream.
     pub temperature: Option<f32>,
+    /// Request fields the host does not use itself (`tools`, `tool_choice`, `response_format`,
+    /// `stop`, `top_p`, `seed`, vendor keys, ...), for gateways that forward them unchanged.
+    /// Where the host sets a field of its own (model, messages, max_tokens, ...) it wins.
+    pub extra: Map<String, Value>,
     /// Session key the turn belongs to, if any.
     pub session_key: Option<String>,
     /// Agent id passed by the client, if any.

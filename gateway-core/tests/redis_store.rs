@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::testing::RedisServer;
-use gateway_core::{ChatMessage, RedisStore, RedisStoreConfig, SessionStore};
+use gateway_core::{ChatMessage, RedisStore, RedisStoreConfig, SessionStore, ToolCall};
 
 async fn store(redis: &RedisServer, prefix: &str, ttl: Duration) -> RedisStore {
     RedisStore::connect(RedisStoreConfig {
@@ -64,6 +64,53 @@ async fn concurrent_turns_of_one_session_never_interleave() {
         let a = pair[1].content.strip_prefix('a').unwrap();
         assert_eq!(q, a, "a turn's messages were split: {pair:?}");
     }
+}
+
+#[tokio::test]
+async fn histories_stored_before_tool_calls_still_read() {
+    let redis = RedisServer::start();
+    let store = store(&redis, "t4:", Duration::from_secs(60)).await;
+    let client = redis::Client::open(redis.url().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Exactly what earlier versions wrote: one `{"role", "content"}` object per message.
+    let old = [
+        r#"{"role":"user","content":"q1"}"#,
+        r#"{"role":"assistant","content":"a1"}"#,
+    ];
+    redis::cmd("RPUSH")
+        .arg("t4:s")
+        .arg(&old[..])
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(store.history("s", 20).await.unwrap(), turn(1));
+}
+
+#[tokio::test]
+async fn a_tool_exchange_is_stored_and_replayed_as_sent() {
+    let redis = RedisServer::start();
+    let store = store(&redis, "t5:", Duration::from_secs(60)).await;
+    let mut call = ToolCall::new("call_1", "get_weather", r#"{"city":"Oslo"}"#);
+    call.extra.insert(
+        "extra_content".into(),
+        serde_json::json!({"google": {"thought_signature": "c2lnbmF0dXJl"}}),
+    );
+    let exchange = vec![
+        ChatMessage::user("Weather in Oslo?"),
+        ChatMessage::assistant_with_tool_calls("", vec![call]),
+        ChatMessage::tool_result("call_1", r#"{"temp_c":12}"#),
+        ChatMessage::assistant("It is 12 degrees."),
+    ];
+    store.append("s", exchange.clone(), 20).await.unwrap();
+    let history = store.history("s", 20).await.unwrap();
+    assert_eq!(history, exchange);
+    assert_eq!(
+        serde_json::to_value(&history[1]).unwrap(),
+        serde_json::json!({"role": "assistant", "content": null, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"},
+            "extra_content": {"google": {"thought_signature": "c2lnbmF0dXJl"}}}]})
+    );
 }
 
 #[tokio::test]

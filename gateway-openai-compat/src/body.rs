@@ -6,28 +6,67 @@
 //! reused: [`EscapedPrompts`] remembers the escaped form of the last few, matched by the
 //! shared `Arc<str>` (the host hands every turn of a profile the same one) or, failing that,
 //! by content. The bytes sent are exactly what serialising the messages directly gives.
+//!
+//! The turn's `extra` request fields (`tools`, `tool_choice`, `response_format`, vendor keys,
+//! ...) follow the host's own fields, which win where the host sets them; messages go as the
+//! client sent them (tool calls, tool results, content parts, unknown keys).
 
 use std::sync::{Arc, Mutex};
 
 use gateway_core::{ChatMessage, Role};
+use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 /// System messages at least this long are escaped once and reused.
 const MIN_CACHED_BYTES: usize = 1024;
 /// Distinct system prompts remembered (one per profile in use, plus hot-reload churn).
 const CACHE_SLOTS: usize = 8;
 
-/// The request body; fields in the order OpenAI documents them.
-#[derive(Serialize)]
+/// The request body: the host's fields in the order OpenAI documents them, then the turn's
+/// other request fields.
 pub(crate) struct ChatRequest<'a> {
     pub model: &'a str,
     pub messages: Vec<WireMessage<'a>>,
     pub stream: bool,
     pub max_tokens: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
     pub stream_options: StreamOptions,
+    /// Request fields the host does not use itself, forwarded unchanged.
+    pub extra: &'a Map<String, Value>,
+}
+
+impl ChatRequest<'_> {
+    /// True for a field the host sets itself, which an `extra` field of that name does not
+    /// replace.
+    fn sets(&self, key: &str) -> bool {
+        match key {
+            "model" | "messages" | "stream" | "max_tokens" | "stream_options" => true,
+            "temperature" => self.temperature.is_some(),
+            _ => false,
+        }
+    }
+}
+
+impl Serialize for ChatRequest<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("model", self.model)?;
+        map.serialize_entry("messages", &self.messages)?;
+        map.serialize_entry("stream", &self.stream)?;
+        map.serialize_entry("max_tokens", &self.max_tokens)?;
+        if let Some(temperature) = self.temperature {
+            map.serialize_entry("temperature", &temperature)?;
+        }
+        map.serialize_entry("stream_options", &self.stream_options)?;
+        for (key, value) in self.extra {
+            if !self.sets(key) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// `stream_options` of the request.
@@ -36,25 +75,23 @@ pub(crate) struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// One message as sent: `{"role": ..., "content": ...}`, like [`ChatMessage`] serialises.
-#[derive(Serialize)]
+/// One message as sent, exactly as [`ChatMessage`] serialises, a long system prompt's
+/// content taken from the escaped cache.
 pub(crate) struct WireMessage<'a> {
-    role: Role,
-    content: Content<'a>,
+    message: &'a ChatMessage,
+    /// The content as a JSON string literal escaped earlier (plain system messages only).
+    escaped: Option<Arc<RawValue>>,
 }
 
-/// A message's content: plain text, or a JSON string literal escaped earlier.
-enum Content<'a> {
-    Text(&'a str),
-    Escaped(Arc<RawValue>),
-}
-
-impl Serialize for Content<'_> {
+impl Serialize for WireMessage<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Content::Text(text) => serializer.serialize_str(text),
-            Content::Escaped(raw) => raw.serialize(serializer),
-        }
+        let Some(raw) = &self.escaped else {
+            return self.message.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("role", &self.message.role)?;
+        map.serialize_entry("content", raw)?;
+        map.end()
     }
 }
 
@@ -68,13 +105,14 @@ impl ChatRequest<'_> {
     }
 
     /// The body's length, rounded up a little: escaping grows plain text by a few percent.
+    /// (Tool calls, content parts and extra fields are not counted: the buffer grows for them.)
     fn estimated_len(&self) -> usize {
         let messages: usize = self
             .messages
             .iter()
-            .map(|m| match &m.content {
-                Content::Text(text) => text.len() + text.len() / 16 + 40,
-                Content::Escaped(raw) => raw.get().len() + 40,
+            .map(|m| match &m.escaped {
+                None => m.message.content.len() + m.message.content.len() / 16 + 40,
+                Some(raw) => raw.get().len() + 40,
             })
             .sum();
         messages + self.model.len() + 160
@@ -88,18 +126,17 @@ pub(crate) struct EscapedPrompts {
 }
 
 impl EscapedPrompts {
-    /// The messages of a turn as sent, long system messages from the cache.
+    /// The messages of a turn as sent, long plain system messages from the cache.
     pub fn wire<'a>(&self, messages: &'a [ChatMessage]) -> Vec<WireMessage<'a>> {
         messages
             .iter()
             .map(|m| WireMessage {
-                role: m.role,
-                content: match m.role {
-                    Role::System if m.content.len() >= MIN_CACHED_BYTES => self
-                        .escaped(&m.content)
-                        .map_or(Content::Text(&m.content), Content::Escaped),
-                    _ => Content::Text(&m.content),
-                },
+                message: m,
+                escaped: (m.role == Role::System
+                    && m.content.len() >= MIN_CACHED_BYTES
+                    && m.is_plain())
+                .then(|| self.escaped(&m.content))
+                .flatten(),
             })
             .collect()
     }
@@ -154,6 +191,7 @@ mod tests {
     }
 
     fn body(cache: &EscapedPrompts, messages: &[ChatMessage], temperature: Option<f32>) -> Vec<u8> {
+        let extra = Map::new();
         ChatRequest {
             model: "m\"odel",
             messages: cache.wire(messages),
@@ -163,6 +201,7 @@ mod tests {
             stream_options: StreamOptions {
                 include_usage: true,
             },
+            extra: &extra,
         }
         .to_body()
         .unwrap()
@@ -220,6 +259,68 @@ mod tests {
         assert_eq!(cache.len(), 1);
         let value: serde_json::Value = serde_json::from_slice(&body(&cache, &copy, None)).unwrap();
         assert_eq!(value["messages"][0]["content"].as_str(), Some(&*prompt));
+    }
+
+    #[test]
+    fn extra_fields_follow_and_the_hosts_own_fields_win() {
+        let cache = EscapedPrompts::default();
+        let prompt = long_prompt("tools");
+        let exchange = serde_json::json!([
+            {"role": "user", "name": "ada", "content": [
+                {"type": "text", "text": "Weather here?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"},
+                "extra_content": {"google": {"thought_signature": "c2ln"}}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "12 C"}
+        ]);
+        let mut messages = vec![ChatMessage::system(prompt)];
+        messages.extend(serde_json::from_value::<Vec<ChatMessage>>(exchange.clone()).unwrap());
+        let extra = serde_json::json!({
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+            "tool_choice": "auto", "parallel_tool_calls": false, "seed": 7, "stop": ["\n"],
+            "x_vendor": {"a": 1}, "model": "theirs", "stream": false, "max_tokens": 5,
+            "stream_options": {"include_usage": false}, "temperature": 0.1
+        });
+        let extra = extra.as_object().unwrap();
+        for (temperature, sent) in [(None, 0.1), (Some(0.5), 0.5)] {
+            let request = ChatRequest {
+                model: "ours",
+                messages: cache.wire(&messages),
+                stream: true,
+                max_tokens: 77,
+                temperature,
+                stream_options: StreamOptions {
+                    include_usage: true,
+                },
+                extra,
+            };
+            let body: Value = serde_json::from_slice(&request.to_body().unwrap()).unwrap();
+            assert_eq!(body["model"], "ours");
+            assert_eq!(body["stream"], true);
+            assert_eq!(body["max_tokens"], 77);
+            assert_eq!(body["stream_options"]["include_usage"], true);
+            assert!((body["temperature"].as_f64().unwrap() - sent).abs() < 1e-6);
+            for key in [
+                "tools",
+                "tool_choice",
+                "parallel_tool_calls",
+                "seed",
+                "stop",
+                "x_vendor",
+            ] {
+                assert_eq!(body[key], extra[key], "{key}");
+            }
+            assert_eq!(
+                body["messages"].as_array().unwrap()[1..],
+                exchange.as_array().unwrap()[..]
+            );
+        }
+        assert_eq!(
+            cache.len(),
+            1,
+            "the long system prompt still comes from the cache"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Turning Chat Completions responses into spoken text: the streamed `chat.completion.chunk`
-//! format (over [`crate::sse`]), a plain JSON `chat.completion` body, and error bodies.
+//! Turning Chat Completions responses into spoken text and tool calls: the streamed
+//! `chat.completion.chunk` format (over [`crate::sse`]), a plain JSON `chat.completion` body,
+//! and error bodies.
 //!
 //! Pure and synchronous, like the SSE decoder, so it can be fuzzed without a network.
 //!
@@ -13,10 +14,11 @@
 
 use std::borrow::Cow;
 
-use gateway_core::{GatewayError, Usage};
+use gateway_core::{GatewayError, ToolCall, Usage};
 use serde::Deserialize;
 
 use crate::sse::{SseDecoder, SseEvent};
+use crate::tool_calls::{self, CallDelta, ToolCalls};
 
 /// Most bytes of a non-SSE body kept to explain a stream that held no events.
 const PREFIX_LIMIT: usize = 4096;
@@ -28,11 +30,16 @@ pub struct Completion {
     pub text: String,
     /// Token usage, when the upstream reported it.
     pub usage: Option<Usage>,
-    /// The upstream's finish reason, when it sent one.
+    /// The finish reason: `tool_calls` whenever the answer holds calls, otherwise the
+    /// upstream's own when it sent one.
     pub finish_reason: Option<String>,
+    /// The tool calls the answer asks for, complete and in order, every
+    /// provider's quirks normalised (`docs/openai-api.md`, "Tool calls and provider quirks").
+    pub tool_calls: Vec<ToolCall>,
 }
 
-/// Decodes a streamed Chat Completions body: push bytes, get the new content deltas.
+/// Decodes a streamed Chat Completions body: push bytes, get the new content deltas. Tool
+/// call deltas are gathered on the side and come out whole in the [`Completion`].
 ///
 /// After an error the decoder is spent: the error is final. When the bytes of one `push`
 /// hold content followed by an error, `push` returns the content and the error waits in
@@ -44,6 +51,7 @@ pub struct CompletionDecoder {
     text: String,
     usage: Option<Usage>,
     finish_reason: Option<String>,
+    calls: ToolCalls,
     done: bool,
     failed: bool,
     error: Option<GatewayError>,
@@ -92,7 +100,8 @@ impl CompletionDecoder {
             Err(error) => return Err(error),
         };
         if self.error.is_some() || self.done || self.finish_reason.is_some() {
-            return Ok((deltas, self.completion()));
+            let completion = self.completion().inspect_err(|_| self.failed = true)?;
+            return Ok((deltas, completion));
         }
         self.failed = true;
         if self.events == 0 {
@@ -129,13 +138,21 @@ impl CompletionDecoder {
         &self.text
     }
 
-    /// The outcome so far (text, usage, finish reason).
-    pub fn completion(&self) -> Completion {
-        Completion {
+    /// True once a tool call started arriving.
+    pub fn has_tool_calls(&self) -> bool {
+        !self.calls.is_empty()
+    }
+
+    /// The outcome so far (text, usage, finish reason, tool calls). Fails when a tool call
+    /// cannot be completed (no name, or cut at `max_tokens` inside its arguments).
+    pub fn completion(&mut self) -> Result<Completion, GatewayError> {
+        let tool_calls = self.calls.finish(self.finish_reason.as_deref())?;
+        Ok(Completion {
             text: self.text.clone(),
             usage: self.usage,
-            finish_reason: self.finish_reason.clone(),
-        }
+            finish_reason: tool_calls::finish_reason(&tool_calls, self.finish_reason.clone()),
+            tool_calls,
+        })
     }
 
     fn drain(&mut self) -> Result<Vec<String>, GatewayError> {
@@ -204,7 +221,13 @@ impl CompletionDecoder {
         if let Some(reason) = choice.finish_reason {
             self.finish_reason = Some(reason.into_owned());
         }
-        match choice.delta.and_then(|d| d.content) {
+        let Some(delta) = choice.delta else {
+            return Ok(None);
+        };
+        for call in delta.tool_calls.into_iter().flatten() {
+            self.calls.push(call);
+        }
+        match delta.content {
             Some(content) if !content.is_empty() => {
                 self.text.push_str(&content);
                 Ok(Some(content.into_owned()))
@@ -240,6 +263,8 @@ struct Choice<'a> {
 struct Delta<'a> {
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<CallDelta>>,
 }
 
 #[derive(Deserialize)]
@@ -296,6 +321,8 @@ struct FullChoice {
 struct FullMessage {
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
 }
 
 /// Parse a plain JSON `chat.completion` body (a non-streamed answer to a streaming request).
@@ -313,10 +340,18 @@ pub fn parse_completion_body(body: &[u8]) -> Result<Completion, GatewayError> {
         .into_iter()
         .find(|c| c.index.unwrap_or(0) == 0)
         .ok_or_else(|| GatewayError::Malformed("chat.completion body without choices".into()))?;
+    let (text, mut calls) = choice.message.map_or_else(Default::default, |m| {
+        (
+            m.content.unwrap_or_default(),
+            m.tool_calls.unwrap_or_default(),
+        )
+    });
+    tool_calls::normalise(&mut calls, choice.finish_reason.as_deref())?;
     Ok(Completion {
-        text: choice.message.and_then(|m| m.content).unwrap_or_default(),
+        text,
         usage: full.usage.map(Usage::from),
-        finish_reason: choice.finish_reason,
+        finish_reason: tool_calls::finish_reason(&calls, choice.finish_reason),
+        tool_calls: calls,
     })
 }
 
@@ -515,6 +550,47 @@ mod tests {
             parse_completion_body(b"<html>"),
             Err(GatewayError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn completion_body_with_tool_calls() {
+        let body = br#"{"object":"chat.completion","choices":[{"index":0,"finish_reason":"stop",
+            "message":{"role":"assistant","content":null,"tool_calls":[
+              {"id":"c1","type":"function","function":{"name":"get_weather","arguments":{"city":"Oslo"}},
+               "extra_content":{"google":{"thought_signature":"c2ln"}}},
+              {"type":"function","function":{"name":"get_time","arguments":""}}]}}]}"#;
+        let completion = parse_completion_body(body).unwrap();
+        assert_eq!(completion.text, "");
+        assert_eq!(completion.finish_reason.as_deref(), Some("tool_calls"));
+        let calls = &completion.tool_calls;
+        assert_eq!(calls[0].arguments, r#"{"city":"Oslo"}"#);
+        assert_eq!(
+            calls[0].extra["extra_content"]["google"]["thought_signature"],
+            "c2ln"
+        );
+        assert_eq!(
+            (calls[1].name.as_str(), calls[1].arguments.as_str()),
+            ("get_time", "{}")
+        );
+        assert!(calls[1].id.starts_with("call_"));
+    }
+
+    #[test]
+    fn streamed_tool_calls_come_whole_in_the_completion() {
+        let body = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"One moment.\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]},\"finish_reason\":\"stop\"}]}\n\n",
+        );
+        let mut decoder = CompletionDecoder::new();
+        assert_eq!(decoder.push(body.as_bytes()).unwrap(), ["One moment."]);
+        assert!(decoder.has_tool_calls());
+        let completion = decoder.finish().unwrap();
+        assert_eq!(completion.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(
+            completion.tool_calls,
+            [ToolCall::new("a", "f", "{\"x\":1}")]
+        );
     }
 
     #[test]

@@ -214,6 +214,7 @@ impl OpenAiCompat {
             stream_options: StreamOptions {
                 include_usage: true,
             },
+            extra: &turn.extra,
         };
         let body = request
             .to_body()
@@ -267,6 +268,7 @@ impl OpenAiCompat {
             first_token_timeout: self.config.first_token_timeout,
             idle_timeout: self.config.idle_timeout,
             ttft: None,
+            answering: false,
             last_read: started,
             ended: false,
             key: self.config.api_key.clone(),
@@ -281,14 +283,10 @@ impl OpenAiCompat {
                 &turn.cancel,
             )
             .await?;
-            match parse_completion_body(&body) {
-                Ok(completion) => {
-                    let text = completion.text.clone();
-                    reader.on_deltas((!text.is_empty()).then_some(text));
-                    reader.complete(completion);
-                }
-                Err(error) => return Err(error),
-            }
+            let completion = parse_completion_body(&body)?;
+            let text = completion.text.clone();
+            reader.on_deltas((!text.is_empty()).then_some(text));
+            reader.complete(completion);
         } else {
             let shown: String = content_type.chars().take(60).collect();
             return Err(GatewayError::Malformed(format!(
@@ -386,6 +384,9 @@ struct Reader {
     first_token_timeout: Duration,
     idle_timeout: Duration,
     ttft: Option<Duration>,
+    /// True once the answer started (its first text or tool call): the timer then watches
+    /// the gaps between reads.
+    answering: bool,
     /// When the last chunk arrived.
     last_read: Instant,
     ended: bool,
@@ -425,20 +426,18 @@ impl Stream for Reader {
             }
             ready!(this.timer.as_mut().poll(cx));
             if this.decoder.is_finished() {
-                let completion = this.decoder.completion();
-                this.complete(completion);
+                this.finish_answer();
                 continue;
             }
-            match this.ttft {
-                None => this.fail(GatewayError::FirstTokenTimeout(this.first_token_timeout)),
-                Some(_) => {
-                    let idle_deadline = this.last_read + this.idle_timeout;
-                    if Instant::now() < idle_deadline {
-                        this.timer.as_mut().reset(idle_deadline.into());
-                    } else {
-                        this.fail(GatewayError::IdleTimeout(this.idle_timeout));
-                    }
-                }
+            if !this.answering {
+                this.fail(GatewayError::FirstTokenTimeout(this.first_token_timeout));
+                continue;
+            }
+            let idle_deadline = this.last_read + this.idle_timeout;
+            if Instant::now() < idle_deadline {
+                this.timer.as_mut().reset(idle_deadline.into());
+            } else {
+                this.fail(GatewayError::IdleTimeout(this.idle_timeout));
             }
         }
     }
@@ -451,11 +450,13 @@ impl Reader {
             Ok(Some(bytes)) => match self.decoder.push(&bytes) {
                 Ok(deltas) => {
                     self.on_deltas(deltas);
+                    if !self.answering && self.decoder.has_tool_calls() {
+                        self.start_answer();
+                    }
                     if let Some(error) = self.decoder.take_error() {
                         self.fail(error);
                     } else if self.decoder.is_done() {
-                        let completion = self.decoder.completion();
-                        self.complete(completion);
+                        self.finish_answer();
                     }
                 }
                 Err(error) => self.fail(error),
@@ -472,8 +473,7 @@ impl Reader {
             },
             Err(error) => {
                 if self.decoder.is_finished() {
-                    let completion = self.decoder.completion();
-                    self.complete(completion);
+                    self.finish_answer();
                 } else {
                     tracing::debug!(gateway = %self.gateway, cause = %last_cause(&error), "upstream body failed");
                     self.fail(GatewayError::Truncated);
@@ -482,15 +482,23 @@ impl Reader {
         }
     }
 
-    /// Queue deltas, preceded by the handshake before the first one.
+    /// The answer started: from now on the timer watches the gap between reads.
+    fn start_answer(&mut self) {
+        self.answering = true;
+        let idle_deadline = Instant::now() + self.idle_timeout;
+        self.timer.as_mut().reset(idle_deadline.into());
+    }
+
+    /// Queue deltas, preceded by the handshake before the first one (tool calls are not
+    /// spoken: the handshake times the first word).
     fn on_deltas(&mut self, deltas: impl IntoIterator<Item = String>) {
         for text in deltas {
             if self.ttft.is_none() {
                 let ttft = self.started.elapsed();
                 self.ttft = Some(ttft);
-                // From now on the timer watches the gap between reads.
-                let idle_deadline = Instant::now() + self.idle_timeout;
-                self.timer.as_mut().reset(idle_deadline.into());
+                if !self.answering {
+                    self.start_answer();
+                }
                 self.pending.push_back(Ok(Event::Handshake {
                     ms: ttft.as_millis() as u64,
                     gateway: None,
@@ -500,7 +508,15 @@ impl Reader {
         }
     }
 
-    /// Queue the final `text_done` and release the connection.
+    /// The decoder saw the end of the answer: complete it, or fail when a tool call cannot be.
+    fn finish_answer(&mut self) {
+        match self.decoder.completion() {
+            Ok(completion) => self.complete(completion),
+            Err(error) => self.fail(error),
+        }
+    }
+
+    /// Queue the answer's tool calls and the final `text_done`, and release the connection.
     fn complete(&mut self, completion: Completion) {
         if let Some(mut response) = self.response.take() {
             // Read an already-received end of body so the connection can go back to the pool.
@@ -517,7 +533,14 @@ impl Reader {
             ttft_ms = self.ttft.map(|t| t.as_millis() as u64),
             total_ms = self.started.elapsed().as_millis() as u64,
             finish_reason = completion.finish_reason.as_deref(),
+            tool_calls = completion.tool_calls.len(),
             "openai-compat stream finished"
+        );
+        self.pending.extend(
+            completion
+                .tool_calls
+                .into_iter()
+                .map(|call| Ok(Event::tool_call(call))),
         );
         let usage: Option<Usage> = completion.usage;
         self.pending.push_back(Ok(Event::TextDone {

@@ -40,6 +40,11 @@
 //! variables beat the table. A server that needs no key (a local Ollama or vLLM) is declared
 //! with `auth = "none"`: it is configured without a key and sends no `Authorization` header.
 //!
+//! Tool calls: the turn's `extra` request fields (`tools`, `tool_choice`, ...) and its messages
+//! (tool calls, tool results, content parts) are forwarded as sent; the calls of an answer come
+//! back as one [`Event::ToolCall`](gateway_core::Event::ToolCall) each, before `text_done`,
+//! every provider's quirks normalised (missing `index`, object `arguments`, Gemini's `stop`).
+//!
 //! The parsers are pure and public for fuzzing: [`sse::SseDecoder`] and
 //! [`completion::CompletionDecoder`].
 
@@ -48,6 +53,7 @@ pub mod completion;
 pub mod config;
 mod gateway;
 pub mod sse;
+mod tool_calls;
 
 /// A small deterministic pseudo-random sequence (xorshift64) for the decoders' tests that feed
 /// them arbitrary bytes.

@@ -266,6 +266,7 @@ async fn prepare(
         model: profile.model.clone(),
         max_tokens: options.max_tokens.or(profile.max_tokens),
         temperature: options.temperature.or(profile.temperature),
+        extra: Default::default(),
         session_key: session_key.clone(),
         agent_id: request.agent_id,
         cancel: cancel.clone(),

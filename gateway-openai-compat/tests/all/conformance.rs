@@ -102,7 +102,7 @@ fn all_fixtures() -> Vec<Fixture> {
 
 /// How the server writes a body.
 #[derive(Debug, Clone, Copy)]
-enum Split {
+pub(crate) enum Split {
     Whole,
     Bytes,
     Random(u64),
@@ -110,7 +110,7 @@ enum Split {
     EveryCut,
 }
 
-fn pieces(body: &[u8], split: Split, cut: usize) -> Vec<&[u8]> {
+pub(crate) fn pieces(body: &[u8], split: Split, cut: usize) -> Vec<&[u8]> {
     match split {
         Split::Whole => vec![body],
         Split::Bytes => body.chunks(1).collect(),
@@ -135,7 +135,7 @@ fn pieces(body: &[u8], split: Split, cut: usize) -> Vec<&[u8]> {
     }
 }
 
-fn seed_of(name: &str) -> u64 {
+pub(crate) fn seed_of(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     })

@@ -6,6 +6,8 @@
 use gateway_openai_compat as _;
 
 mod conformance;
+mod conformance_tools;
 mod fuzz_regressions;
 mod server;
 mod targeted;
+mod tools;

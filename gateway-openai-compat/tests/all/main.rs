@@ -6,6 +6,7 @@
 use gateway_openai_compat as _;
 
 mod conformance;
+mod fixtures;
 mod fuzz_regressions;
 mod server;
 mod targeted;

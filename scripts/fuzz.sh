@@ -33,15 +33,17 @@ fi
 
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
-  # Seed the corpus with the conformance fixtures and shipped profiles where they fit.
+  # Seed the corpus with the fixtures and profiles where they fit (the shared data folder
+  # beside the repository adds its own when present).
   case "$target" in
     sse_decoder|completion_decoder)
-      for f in ../../shared/conformance/* ../gateway-openai-compat/tests/fixtures/*; do
-        [ -f "$f" ] && { printf '\x07'; cat "$f"; } > "corpus/$target/seed-$(basename "$f")" || true
+      for f in ../gateway-openai-compat/tests/conformance/*.sse ../gateway-openai-compat/tests/fixtures/*.sse \
+               ../../shared/conformance/*.sse; do
+        [ -f "$f" ] && { printf '\x07'; cat "$f"; } > "corpus/$target/seed${f//[^A-Za-z0-9-]/_}" || true
       done ;;
     profile)
-      for f in ../profiles/*.json ../../shared/openvoiceui/*.json; do
-        [ -f "$f" ] && cp "$f" "corpus/$target/" || true
+      for f in ../profiles/*.json ../tests/fixtures/openvoiceui/profiles/*.json ../../shared/openvoiceui/profiles/*.json; do
+        [ -f "$f" ] && cp "$f" "corpus/$target/seed${f//[^A-Za-z0-9-]/_}" || true
       done ;;
   esac
   echo "== $target: ${seconds} s"

@@ -157,7 +157,7 @@ struct Args {
     /// Seconds to wait after printing the upstream URL before the `--proxy-url` legs start.
     #[arg(long, default_value_t = 0)]
     proxy_wait_secs: u64,
-    /// OpenVoiceUI's voice prompt [default: <repo>/../shared/openvoiceui/prompts/voice-system-prompt.md].
+    /// OpenVoiceUI's voice prompt [default: <repo>/tests/fixtures/openvoiceui/prompts/voice-system-prompt.md].
     #[arg(long)]
     prompt: Option<PathBuf>,
     /// `GATEWAY_MEMORY__MAX_MESSAGES` for the spawned hosts.
@@ -224,12 +224,7 @@ impl Args {
 
     fn prompt_path(&self) -> PathBuf {
         self.prompt.clone().unwrap_or_else(|| {
-            host::workspace_root()
-                .join("..")
-                .join("shared")
-                .join("openvoiceui")
-                .join("prompts")
-                .join("voice-system-prompt.md")
+            host::workspace_root().join("tests/fixtures/openvoiceui/prompts/voice-system-prompt.md")
         })
     }
 }

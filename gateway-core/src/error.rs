@@ -129,6 +129,9 @@ pub enum RegistryError {
     /// Two linked crates registered the same kind id.
     #[error("gateway kind '{0}' is registered twice")]
     DuplicateKind(String),
+    /// A linked crate registered an id that is not `^[a-z0-9-]+$`.
+    #[error("gateway kind id '{0}' is invalid: use lower-case letters, digits and '-' only")]
+    InvalidKindId(String),
     /// No linked crate registered this kind id.
     #[error("unknown gateway kind '{kind}' (registered: {known})")]
     UnknownKind {

@@ -141,6 +141,15 @@ impl InstanceConfig {
     }
 }
 
+/// True for a valid kind id: `^[a-z0-9-]+$`. Ids name built-in instances, `kind = "..."`
+/// values and (upper-cased) environment variable prefixes, so nothing else is allowed.
+fn is_valid_kind_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// The id → kind map, built once at start-up.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -148,17 +157,22 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Every kind linked into this binary. Fails if two kinds share an id.
+    /// Every kind linked into this binary. Fails if two kinds share an id or an id is not
+    /// `^[a-z0-9-]+$`.
     pub fn from_inventory() -> Result<Self, RegistryError> {
         Self::from_kinds(inventory::iter::<GatewayKind>)
     }
 
-    /// A registry of the given kinds only (for tests). Fails if two kinds share an id.
+    /// A registry of the given kinds only (for tests). Fails if two kinds share an id or an
+    /// id is not `^[a-z0-9-]+$`.
     pub fn from_kinds(
         kinds: impl IntoIterator<Item = &'static GatewayKind>,
     ) -> Result<Self, RegistryError> {
         let mut map = BTreeMap::new();
         for kind in kinds {
+            if !is_valid_kind_id(kind.id) {
+                return Err(RegistryError::InvalidKindId(kind.id.to_string()));
+            }
             if map.insert(kind.id, kind).is_some() {
                 return Err(RegistryError::DuplicateKind(kind.id.to_string()));
             }
@@ -226,6 +240,28 @@ mod tests {
             Registry::from_kinds([&A, &A2]).unwrap_err(),
             RegistryError::DuplicateKind("a".into())
         );
+    }
+
+    #[test]
+    fn rejects_kind_ids_outside_the_documented_alphabet() {
+        static GOOD: GatewayKind = GatewayKind {
+            id: "my-kind-2",
+            description: "ok",
+            build,
+        };
+        assert!(Registry::from_kinds([&GOOD]).is_ok());
+        for id in [
+            "", "My-Kind", "my_kind", "my.kind", "my kind", "kind/x", "ünï",
+        ] {
+            let kind: &'static GatewayKind = Box::leak(Box::new(GatewayKind {
+                id,
+                description: "bad",
+                build,
+            }));
+            let err = Registry::from_kinds([&A, kind]).unwrap_err();
+            assert_eq!(err, RegistryError::InvalidKindId(id.to_string()));
+            assert!(err.to_string().contains(&format!("'{id}'")), "{err}");
+        }
     }
 
     #[test]

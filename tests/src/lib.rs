@@ -859,9 +859,18 @@ pub fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `<CARGO_MANIFEST_DIR>/../../shared`: the shared data beside the repository.
-pub fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+/// OpenVoiceUI's real data (its default profile and voice prompt, MIT): the repository's copy
+/// in `tests/fixtures/openvoiceui/`, then the shared data folder's `openvoiceui/` when it exists
+/// beside the repository (`../shared/`, or `$GATEWAY_SHARED_DIR`), so tests check both.
+pub fn openvoiceui_dirs() -> Vec<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = match std::env::var_os("GATEWAY_SHARED_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => manifest.join("../../shared"),
+    };
+    let mut dirs = vec![manifest.join("fixtures/openvoiceui")];
+    dirs.extend(Some(shared.join("openvoiceui")).filter(|dir| dir.is_dir()));
+    dirs
 }
 
 /// Wait until `cond` holds, polling, for at most 5 s.

@@ -4,25 +4,18 @@
 //! Each answer must hold exactly the expected text, calls (in order) and finish reason, or end
 //! with one error and no call at all.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::HashSet;
 
 use gateway_core::{Event, ToolCall};
 use gateway_openai_compat::completion::CompletionDecoder;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::conformance::{pieces, seed_of, Split};
-use crate::server::{self, assert_no_secret, Outcome};
+use crate::fixtures::{self, Fixture};
+use crate::server::{assert_no_secret, Outcome};
 
 #[derive(Debug, Clone, Deserialize)]
 struct Meta {
-    status: u16,
-    #[serde(default)]
-    content_type: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
     #[serde(default)]
     expect_text: Option<String>,
     #[serde(default)]
@@ -46,64 +39,23 @@ struct ExpectedCall {
     extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone)]
-struct Fixture {
-    name: String,
-    meta: Meta,
-    body: Vec<u8>,
-}
-
-/// This crate's copies: always there, so a clone with nothing beside it tests them.
-fn own_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance-tools")
-}
-
-/// `$GATEWAY_CONFORMANCE_TOOLS_DIR`, which must exist when set, else the shared folder beside
-/// the repository when there is one.
-fn shared_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("GATEWAY_CONFORMANCE_TOOLS_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance-tools");
-    dir.is_dir().then_some(dir)
-}
-
-fn load(dir: &Path, label: &str) -> Vec<Fixture> {
-    let entries = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("tool fixtures {} cannot be read: {e}", dir.display()));
-    let mut fixtures = Vec::new();
-    for entry in entries {
-        let path = entry.expect("dir entry").path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
+/// The folders this replay reads: the repository's copies (always there, so a clone with
+/// nothing beside it tests them), then the shared folder when it exists.
+fn all_fixtures() -> Vec<Fixture<Meta>> {
+    let mut dirs = vec![fixtures::own("conformance-tools")];
+    dirs.extend(fixtures::shared_root().map(|root| root.join("conformance-tools")));
+    let mut all = Vec::new();
+    for dir in dirs.iter().filter(|dir| dir.is_dir()) {
+        for f in fixtures::load::<Meta>(dir) {
+            assert!(
+                f.meta.expect_text.is_some() != f.meta.expect_error_contains.is_some(),
+                "{}: needs exactly one of expect_text and expect_error_contains",
+                f.name
+            );
+            all.push(f);
         }
-        let stem = path.file_stem().and_then(|s| s.to_str()).expect("name");
-        let name = format!("{label}/{stem}");
-        let meta: Meta = serde_json::from_slice(&std::fs::read(&path).expect("read json"))
-            .unwrap_or_else(|e| panic!("{name}: bad fixture JSON: {e}"));
-        assert!(
-            meta.expect_text.is_some() != meta.expect_error_contains.is_some(),
-            "{name}: needs exactly one of expect_text and expect_error_contains"
-        );
-        let body = std::fs::read(path.with_extension("sse"))
-            .unwrap_or_else(|e| panic!("{name}: missing {stem}.sse: {e}"));
-        fixtures.push(Fixture { name, meta, body });
     }
-    fixtures.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(
-        !fixtures.is_empty(),
-        "no fixture pairs in {}",
-        dir.display()
-    );
-    fixtures
-}
-
-fn all_fixtures() -> Vec<Fixture> {
-    let mut fixtures = load(&own_dir(), "own");
-    if let Some(dir) = shared_dir() {
-        fixtures.extend(load(&dir, "shared"));
-    }
-    fixtures
+    all
 }
 
 /// The calls match the expected ones in order; ids are non-empty and unique.
@@ -132,7 +84,7 @@ fn check_calls(expected: &[ExpectedCall], calls: &[&ToolCall]) -> Result<(), Str
 }
 
 /// Check one outcome against the fixture; `Err` describes the mismatch.
-fn check(fixture: &Fixture, outcome: &Outcome) -> Result<(), String> {
+fn check(fixture: &Fixture<Meta>, outcome: &Outcome) -> Result<(), String> {
     if outcome.terminals != 1 || outcome.after_terminal != 0 {
         return Err(format!(
             "expected exactly one terminal item, got {} (and {} after it): {outcome:?}",
@@ -212,82 +164,9 @@ fn check_order(outcome: &Outcome) -> Result<(), String> {
     }
 }
 
-/// Serves `/<fixture>/<split>/chat/completions` with chunked framing, one chunk per piece.
-async fn serve_fixtures(fixtures: &[Fixture]) -> server::Server {
-    let by_name: Arc<HashMap<String, Fixture>> = Arc::new(
-        fixtures
-            .iter()
-            .map(|f| (f.name.replace('/', "~"), f.clone()))
-            .collect(),
-    );
-    server::serve(move |request, mut socket| {
-        let by_name = by_name.clone();
-        async move {
-            let mut parts = request.path.trim_start_matches('/').split('/');
-            let (Some(fixture), Some(split)) =
-                (parts.next().and_then(|n| by_name.get(n)), parts.next())
-            else {
-                return;
-            };
-            let split = match split {
-                "whole" => Split::Whole,
-                "bytes" => Split::Bytes,
-                seed => Split::Random(seed.parse().unwrap_or(1)),
-            };
-            let meta = &fixture.meta;
-            let headers: Vec<(String, String)> = meta
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let content_type = meta.content_type.as_deref().unwrap_or("text/event-stream");
-            if server::head_chunked(&mut socket, meta.status, content_type, &headers)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            for piece in pieces(&fixture.body, split, 0) {
-                if server::chunk(&mut socket, piece).await.is_err() {
-                    return;
-                }
-            }
-            let _ = server::end(&mut socket).await;
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn replays_every_tool_fixture_over_http() {
-    let fixtures = all_fixtures();
-    let server = serve_fixtures(&fixtures).await;
-    let mut failures = Vec::new();
-    let mut runs = 0;
-    for fixture in &fixtures {
-        let key = fixture.name.replace('/', "~");
-        let seed = seed_of(&fixture.name);
-        for mode in [
-            "whole".into(),
-            "bytes".into(),
-            seed.to_string(),
-            (seed ^ 0x5555).to_string(),
-        ] {
-            let gateway =
-                server::gateway(server::config(server.base_url(&format!("/{key}/{mode}"))));
-            runs += 1;
-            let outcome = server::run(&gateway, server::hello()).await;
-            if let Err(why) = check(fixture, &outcome) {
-                failures.push(format!("{} [{mode}]: {why}", fixture.name));
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {runs} replays failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    fixtures::replay(&all_fixtures(), check).await;
 }
 
 /// What the pure decoder makes of a body: text and calls (generated ids blanked), or the

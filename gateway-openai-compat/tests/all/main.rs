@@ -7,6 +7,7 @@ use gateway_openai_compat as _;
 
 mod conformance;
 mod conformance_tools;
+mod fixtures;
 mod fuzz_regressions;
 mod server;
 mod targeted;

@@ -23,7 +23,8 @@ from pathlib import Path
 TESTS_DIR = Path(__file__).resolve().parent
 PLUGIN_DIR = TESTS_DIR.parent
 REPO_ROOT = PLUGIN_DIR.parent.parent
-SHARED_OPENVOICEUI = REPO_ROOT.parent / "shared" / "openvoiceui"
+# OpenVoiceUI's real data (MIT), carried by the repository.
+OPENVOICEUI_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "openvoiceui"
 
 WAIT = 30.0  # upper bound for any single wait in the tests
 
@@ -284,8 +285,8 @@ class HostProcess:
         profiles.mkdir()
         prompts.mkdir()
         (profiles / "ovui-test.json").write_text(json.dumps(TEST_PROFILE))
-        real_default = SHARED_OPENVOICEUI / "profiles" / "default.json"
-        if use_openvoiceui_default and real_default.is_file():
+        real_default = OPENVOICEUI_FIXTURES / "profiles" / "default.json"
+        if use_openvoiceui_default:
             # OpenVoiceUI's own default profile, unchanged: the host must serve it as is.
             shutil.copy(real_default, profiles / "default.json")
             self.default_system_prompt = json.loads(real_default.read_text())["system_prompt"]

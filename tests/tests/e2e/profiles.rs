@@ -1,5 +1,5 @@
 use gateway_host::ProfileSet;
-use gateway_tests::{profile, shared_dir, HostSpec, TestHost};
+use gateway_tests::{openvoiceui_dirs, profile, HostSpec, TestHost};
 use serde_json::json;
 
 #[tokio::test]
@@ -43,9 +43,19 @@ async fn broken_profiles_are_skipped_and_reported_by_file_name() {
 
 #[tokio::test]
 async fn real_openvoiceui_default_profile_loads_unchanged() {
-    let dir = shared_dir().join("openvoiceui/profiles");
-    let set = ProfileSet::load_dir(&dir, |g| g == "openai-compat");
-    assert!(set.problems().is_empty(), "{:?}", set.problems());
+    for dir in openvoiceui_dirs() {
+        openvoiceui_default_profile_serves(&dir.join("profiles")).await;
+    }
+}
+
+async fn openvoiceui_default_profile_serves(dir: &std::path::Path) {
+    let set = ProfileSet::load_dir(dir, |g| g == "openai-compat");
+    assert!(
+        set.problems().is_empty(),
+        "{}: {:?}",
+        dir.display(),
+        set.problems()
+    );
     let p = set.get("default").expect("default profile");
     assert_eq!(p.gateway_id, "openai-compat");
     assert_eq!(p.session_key.as_deref(), Some("voice-main-1"));

@@ -1,4 +1,4 @@
-use gateway_tests::{profile, shared_dir, HostSpec, TestHost};
+use gateway_tests::{openvoiceui_dirs, profile, HostSpec, TestHost};
 use serde_json::{json, Value};
 
 fn system_messages(body: &Value) -> Vec<String> {
@@ -86,12 +86,18 @@ async fn no_system_message_when_both_prompts_are_empty() {
 
 #[tokio::test]
 async fn real_openvoiceui_prompt_is_stripped_of_comment_lines() {
-    let real =
-        std::fs::read_to_string(shared_dir().join("openvoiceui/prompts/voice-system-prompt.md"))
-            .expect("shared/openvoiceui prompt");
+    for dir in openvoiceui_dirs() {
+        let path = dir.join("prompts/voice-system-prompt.md");
+        let real =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        real_prompt_is_stripped(real).await;
+    }
+}
+
+async fn real_prompt_is_stripped(real: String) {
     assert!(real.lines().any(|l| l.starts_with('#')));
     let host = TestHost::with(HostSpec {
-        prompt: Some(real.clone()),
+        prompt: Some(real),
         ..HostSpec::default()
     })
     .await;

@@ -242,6 +242,8 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::auth::require,
         ))
+        // After the auth layer: the console's files are public (they hold no secrets).
+        .merge(crate::console::routes())
         .with_state(state)
 }
 

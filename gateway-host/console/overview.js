@@ -7,7 +7,7 @@ import { largestBound, meanMs, parsePrometheus, quantileBucket, summarize } from
 
 const METRICS_EVERY_MS = 2000;
 const GATEWAYS_EVERY = 5; // probe gateways (GET /v1/gateways) every 5th update
-const CHART_POINTS = 60;
+const CHART_POINTS = 30; // one minute at one update every 2 s
 
 const state = {
   running: false, paused: false, timer: 0, ticks: 0, previous: null,

@@ -23,6 +23,15 @@ async function send(page, message, profile = 'default') {
   await page.press('#message', 'Enter');
 }
 
+/** A few turns between each of the overview's next `rounds` updates, so its charts have data. */
+async function trafficOverUpdates(page, host, rounds) {
+  for (let round = 1; round <= rounds; round += 1) {
+    const seen = Number(await page.getAttribute('#view-overview', 'data-updates'));
+    await Promise.all(Array.from({ length: round + 1 }, (_, i) => host.turn({ message: `load ${round}.${i}` })));
+    await page.waitForFunction((n) => Number(document.querySelector('#view-overview').dataset.updates) > n, seen);
+  }
+}
+
 async function assertNoSecret(page) {
   assert.ok(!(await page.content()).includes(UPSTREAM_KEY), 'the upstream key reached the page');
 }
@@ -81,7 +90,6 @@ describe('console, auth off', () => {
     // The session history shows the stored turn.
     await page.waitForFunction(() => document.querySelectorAll('#history li.message').length === 2);
     assert.equal(await page.locator('#history li.assistant p').textContent(), 'Streaming works fine.');
-    await screenshot(page, 'playground-light');
     assert.deepEqual(errors, []);
   });
 
@@ -116,6 +124,7 @@ describe('console, auth off', () => {
     await send(page, '[fail] please', 'default');
     const failed = await lastTurnIn(page, 'error');
     assert.match(await failed.locator('.error').textContent(), /HTTP 500.*The model is overloaded/);
+    await screenshot(page, 'playground-light');
     await assertNoSecret(page);
     assert.deepEqual(errors, []);
   });
@@ -172,6 +181,7 @@ describe('console, auth off', () => {
     const updates = Number(await page.getAttribute('#view-overview', 'data-updates'));
     await page.waitForFunction((n) => Number(document.querySelector('#view-overview').dataset.updates) > n, updates);
     assert.ok((await mockCard.locator('svg rect').count()) >= 1);
+    await trafficOverUpdates(page, host, 6);
     await screenshot(page, 'overview-light');
     await page.emulateMedia({ colorScheme: 'dark' });
     await screenshot(page, 'overview-dark');

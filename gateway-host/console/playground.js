@@ -233,20 +233,32 @@ function clearPending(view) {
   for (const field of Object.values(view.fields)) if (field.textContent === '…') field.textContent = '–';
 }
 
+/** One row per tool call: added at `start`, updated in place by its `result` or `error`. */
 function addAction(timeline, action) {
+  const id = action.toolCallId ? String(action.toolCallId) : '';
+  let row = id ? [...timeline.children].find((li) => li.dataset.toolCall === id) : null;
+  if (!row) {
+    row = el('li', { class: 'action', 'data-tool-call': id || undefined, 'data-started': action.ts });
+    timeline.append(row);
+  }
   const phase = action.phase || action.type || 'action';
-  const detail = action.phase === 'result' || action.phase === 'error' ? action.result : action.input;
-  const text = detail === undefined ? '' : typeof detail === 'string' ? detail : JSON.stringify(detail);
-  timeline.hidden = false;
-  timeline.append(
-    el(
-      'li',
-      { class: `action ${phase}`, 'data-tool-call': action.toolCallId },
-      el('span', { class: 'phase', text: phase }),
-      el('span', { class: 'tool', text: action.name || action.type || 'tool' }),
-      text ? el('code', { text: text.length > 200 ? `${text.slice(0, 200)}…` : text }) : null,
-    ),
+  const detail = phase === 'start' ? action.input : action.result ?? action.error;
+  const text = detail === undefined || detail === null ? '' : typeof detail === 'string' ? detail : JSON.stringify(detail);
+  const took = phase !== 'start' && row.dataset.started && action.ts ? elapsedMs(row.dataset.started, action.ts) : NaN;
+  row.dataset.phase = phase;
+  row.replaceChildren(
+    el('span', { class: 'phase', text: phase === 'start' ? 'running' : phase }),
+    el('span', { class: 'tool', text: action.name || action.type || 'tool' }),
+    Number.isFinite(took) ? el('span', { class: 'took', text: formatMs(took) }) : null,
+    text ? el('code', { text: text.length > 200 ? `${text.slice(0, 200)}…` : text }) : null,
   );
+  timeline.hidden = false;
+}
+
+/** Milliseconds between two action timestamps, in epoch milliseconds or (Python's) seconds. */
+function elapsedMs(from, to) {
+  const scale = Number(to) > 1e11 ? 1 : 1000;
+  return (Number(to) - Number(from)) * scale;
 }
 
 /** Stop = barge-in: the host ends the turn and stores only what was already shown. */

@@ -129,6 +129,35 @@ describe('console, auth off', () => {
     assert.deepEqual(errors, []);
   });
 
+  test('tool actions show as a timeline inside the turn', async () => {
+    // The host passes `action` events through, but no built-in gateway emits them yet: this
+    // replays the SSE bytes the host sends for a turn with a tool call.
+    const tool = { type: 'tool', name: 'clock', toolCallId: 'call_1' };
+    const events = [
+      { type: 'handshake', ms: 40, gateway: 'mock' },
+      { type: 'action', action: { ...tool, phase: 'start', input: { zone: 'UTC' }, ts: 1700000000000 } },
+      { type: 'action', action: { ...tool, phase: 'result', result: '12:00', ts: 1700000000250 } },
+      { type: 'delta', text: 'It is noon.' },
+      { type: 'text_done', response: 'It is noon.', actions: [], timing: { ttft_ms: 40, total_ms: 300 }, finish_reason: 'stop' },
+    ];
+    const body = events.map((e) => `event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`).join('');
+    await page.route('**/v1/conversation', (route) => route.fulfill({ status: 200, contentType: 'text/event-stream', body }));
+    try {
+      await send(page, 'what time is it?');
+      const turn = await lastTurnIn(page, 'done');
+      const rows = turn.locator('.timeline li');
+      assert.equal(await rows.count(), 1);
+      assert.equal(await rows.first().getAttribute('data-phase'), 'result');
+      assert.equal(await rows.first().locator('.tool').textContent(), 'clock');
+      assert.equal(await rows.first().locator('.took').textContent(), '250 ms');
+      assert.equal(await rows.first().locator('code').textContent(), '12:00');
+      assert.equal(await turn.locator('.answer').textContent(), 'It is noon.');
+    } finally {
+      await page.unroute('**/v1/conversation');
+    }
+    assert.deepEqual(errors, []);
+  });
+
   test('the overview matches /metrics, live', async () => {
     await send(page, 'saved by the fallback', 'rescued');
     await lastTurnIn(page, 'done');

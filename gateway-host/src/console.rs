@@ -15,8 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use sha2::{Digest, Sha256};
 
-use crate::api::ApiError;
-use crate::state::AppState;
+use crate::{ApiError, AppState};
 
 /// The page's Content-Security-Policy: its own scripts, styles and API only; no inline code,
 /// no third-party origin, no framing.

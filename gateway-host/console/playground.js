@@ -131,7 +131,7 @@ function turnView(message) {
   );
   byId('turns-empty').hidden = true;
   byId('turns').append(root);
-  return { root, answer, timeline, error, fields };
+  return { root, answer, timeline, error, fields, meta };
 }
 
 async function runTurn(message) {
@@ -204,6 +204,10 @@ function finish(turn, event) {
   }
   view.fields.total.textContent = formatMs(timing.total_ms);
   view.fields.total.dataset.ms = timing.total_ms ?? '';
+  if (event.usage) {
+    const { prompt_tokens: prompt, completion_tokens: answer } = event.usage;
+    view.meta.append(el('div', {}, el('dt', { text: 'Tokens' }), el('dd', { 'data-field': 'tokens', text: `${prompt} in, ${answer} out` })));
+  }
   if (event.interrupted) {
     view.fields.finish.textContent = 'interrupted';
     view.root.dataset.state = 'interrupted';

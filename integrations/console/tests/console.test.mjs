@@ -251,6 +251,12 @@ describe('console, auth off', () => {
     assert.notEqual(dark, light);
     await page.setViewportSize({ width: 390, height: 844 });
     assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no sideways scroll');
+    const sticksOut = await page.evaluate(() =>
+      [...document.querySelectorAll('#view-playground *')]
+        .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+        .map((e) => e.id || e.className || e.tagName),
+    );
+    assert.deepEqual(sticksOut, [], 'everything fits the phone width');
     await screenshot(page, 'playground-phone');
     await page.click('#tab-overview');
     assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no sideways scroll');
@@ -298,6 +304,7 @@ describe('console, auth on', () => {
     await send(page, 'hello with a token');
     const turn = await lastTurnIn(page, 'done');
     assert.equal(await turn.locator('.answer').textContent(), 'You said: hello with a token.');
+    assert.equal(await turn.locator('[data-field="tokens"]').textContent(), '21 in, 7 out');
     await page.click('#tab-overview');
     await page.waitForFunction(() => Number(document.querySelector('#stat-turns').dataset.value) >= 1);
     const html = await page.content();

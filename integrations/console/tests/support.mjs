@@ -29,6 +29,11 @@ function chunk(delta, finish = null) {
 
 const tokens = (list) => list.map((t) => chunk({ content: t })).join('');
 const END = chunk({}, 'stop') + 'data: [DONE]\n\n';
+// OpenAI's closing usage chunk (`stream_options.include_usage`): empty choices, then [DONE].
+const USAGE = `data: ${JSON.stringify({
+  id: 'chatcmpl-console', object: 'chat.completion.chunk', created: 1, model: 'mock-model', choices: [],
+  usage: { prompt_tokens: 21, completion_tokens: 7, total_tokens: 28 },
+})}\n\n`;
 
 /**
  * An OpenAI-compatible upstream on 127.0.0.1 whose answer depends on the user's message:
@@ -70,7 +75,7 @@ function answer(upstream, body, res) {
     res.write(tokens(['One. ', 'Two. ', 'Three. ']));
     upstream.closes.push(new Promise((resolve) => res.on('close', resolve)));
   } else {
-    res.end(tokens(['You said: ', last.slice(0, 40), '.']) + END);
+    res.end(tokens(['You said: ', last.slice(0, 40), '.']) + chunk({}, 'stop') + USAGE + 'data: [DONE]\n\n');
   }
 }
 

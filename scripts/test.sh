@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, conformance and end-to-end tests of every crate, the Python
 # client tests (OpenVoiceUI plugin, official openai SDK) and the Redis replica tests.
-# Installs what is missing first: redis-server (Debian, when run as root) and the Python
-# test packages.
+# Installs what is missing first: redis-server, chromium and chromium-driver (Debian, when run
+# as root), the Python test packages and the console's npm packages (playwright-core, which
+# drives the system chromium; no browser is downloaded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,25 @@ if ! command -v redis-server >/dev/null 2>&1; then
     echo "redis-server is required by the tests: install it (Debian/Ubuntu: apt-get install redis-server)" >&2
     exit 1
   fi
+fi
+
+missing_debs=()
+command -v chromium >/dev/null 2>&1 || missing_debs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing_debs+=(chromium-driver)
+command -v npm >/dev/null 2>&1 || missing_debs+=(nodejs npm)
+if [ "${#missing_debs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${missing_debs[*]} (Debian packages) for the console's browser tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_debs[@]}" >/dev/null
+  else
+    echo "the console's browser tests need ${missing_debs[*]}: install them (Debian: apt-get install ${missing_debs[*]})" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -d integrations/console/node_modules/playwright-core ]; then
+  echo "installing the console test packages (integrations/console/package-lock.json)"
+  (cd integrations/console && npm ci --no-audit --no-fund --silent)
 fi
 
 if ! python3 -c 'import openai' >/dev/null 2>&1; then

@@ -78,7 +78,8 @@
 //! comments) or NDJSON with `Accept: application/x-ndjson`; `GET /v1/profiles`,
 //! `GET /v1/profiles/{id}`, `GET /v1/gateways`, `GET /v1/sessions/{key}` (history and queue state),
 //! `DELETE /v1/sessions/{key}` (204, or 404 if unknown), `POST /v1/sessions/{key}/interrupt`
-//! (`{"heard"?}`; 409 `not_in_flight` when nothing runs), `GET /healthz`, `GET /metrics`.
+//! (`{"heard"?}`; 409 `not_in_flight` when nothing runs), `GET /healthz`, `GET /metrics`, and
+//! the web console at `GET /` ([`console`]; public files, the page sends the user's token).
 //! Errors are `{"error": {"code", "message"}}` (400, 404, 409, 413, 422, 503).
 //!
 //! **OpenAI-compatible API** (`http/openai.rs`, `docs/openai-api.md`): `POST /v1/chat/completions`
@@ -89,6 +90,7 @@
 
 mod cli;
 mod config;
+mod console;
 mod http;
 mod metrics;
 mod sessions;

@@ -247,6 +247,8 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::http::auth::require,
         ))
+        // After the auth layer: the console's files are public (they hold no secrets).
+        .merge(crate::console::routes())
         .with_state(state)
 }
 

@@ -56,7 +56,7 @@ pub struct HostConfig {
     pub keepalive_secs: u64,
     /// Request limits.
     pub limits: LimitsConfig,
-    /// Retries of a failing gateway before the first token (see [`crate::turn::failover`]).
+    /// Retries of a failing gateway before the first token (see `docs/backends.md`).
     pub retry: RetryConfig,
     /// Client authentication (bearer tokens).
     pub auth: AuthConfig,

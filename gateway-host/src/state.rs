@@ -7,7 +7,7 @@ use gateway_core::{Env, Registry, SessionStore, StoreError};
 use crate::config::instances::Instances;
 use crate::config::profile::ProfileSet;
 use crate::config::prompt::PromptStore;
-use crate::config::HostConfig;
+use crate::config::{HostConfig, MemoryBackend};
 use crate::http::auth::{Auth, AuthError};
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
@@ -121,11 +121,11 @@ impl AppState {
     /// The session store selected by `memory.backend`, without connecting: the in-memory
     /// store, or for `redis` a stand-in that fails every call (see [`AppState::connect`]).
     pub fn store_for(config: &HostConfig) -> Arc<dyn SessionStore> {
-        match config.memory.backend.as_str() {
-            "redis" => Arc::new(crate::sessions::store::Unavailable(
+        match config.memory.backend {
+            MemoryBackend::Redis => Arc::new(crate::sessions::store::Unavailable(
                 "the redis store is not connected (start the host with AppState::connect)".into(),
             )),
-            _ => crate::sessions::store::memory(&config.memory),
+            MemoryBackend::Memory => crate::sessions::store::memory(&config.memory),
         }
     }
 

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use gateway_core::{Env, Event, Registry};
 
 use crate::cli::report::{Level, Report};
-use crate::config::HostConfig;
+use crate::config::{HostConfig, MemoryBackend};
 use crate::state::AppState;
 use crate::turn::{self, TurnRequest};
 
@@ -261,7 +261,7 @@ async fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let memory = config.memory.clone();
     let state = AppState::load(config, &registry, &Env::from_process());
     let mut report = Report::of(&state);
-    if memory.backend == "redis" {
+    if memory.backend == MemoryBackend::Redis {
         match crate::sessions::store::open(&memory).await {
             Ok(_) => report.push("memory", Level::Ok, "redis", "reachable".into()),
             Err(e) => report.push("memory", Level::Problem, "redis", e.to_string()),

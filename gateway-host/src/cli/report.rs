@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::config::prompt::PromptStatus;
+use crate::config::MemoryBackend;
 use crate::state::AppState;
 
 /// Severity of a report line.
@@ -170,16 +171,16 @@ impl Report {
             }
         }
         let memory = &state.config().memory;
-        let detail = match memory.backend.as_str() {
-            "redis" => format!(
+        let detail = match memory.backend {
+            MemoryBackend::Redis => format!(
                 "redis at {}, keys {}*, last {} messages, idle TTL {} s",
                 crate::config::redact_url(&memory.redis_url),
                 memory.redis_key_prefix,
                 memory.max_messages,
                 memory.idle_ttl_secs
             ),
-            other => format!(
-                "{other}, last {} messages, at most {} sessions, idle TTL {} s",
+            MemoryBackend::Memory => format!(
+                "memory, last {} messages, at most {} sessions, idle TTL {} s",
                 memory.max_messages, memory.max_sessions, memory.idle_ttl_secs
             ),
         };

@@ -56,7 +56,7 @@ pub struct HostConfig {
     pub keepalive_secs: u64,
     /// Request limits.
     pub limits: LimitsConfig,
-    /// Retries of a failing gateway before the first token (see [`crate::turn::failover`]).
+    /// Retries of a failing gateway before the first token (see `docs/backends.md`).
     pub retry: RetryConfig,
     /// Client authentication (bearer tokens).
     pub auth: AuthConfig,
@@ -94,7 +94,7 @@ pub const DEFAULT_REDIS_KEY_PREFIX: &str = "gateway:session:";
 #[serde(default)]
 pub struct MemoryConfig {
     /// Store backend: `memory` (per process) or `redis` (shared by replicas).
-    pub backend: String,
+    pub backend: MemoryBackend,
     /// `redis://[:password@]host:port/db` for the `redis` backend; its password is never shown.
     pub redis_url: String,
     /// Prefix of every Redis key the store writes.
@@ -110,7 +110,7 @@ pub struct MemoryConfig {
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
-            backend: "memory".into(),
+            backend: MemoryBackend::Memory,
             redis_url: String::new(),
             redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.into(),
             max_messages: gateway_core::DEFAULT_HISTORY,
@@ -130,6 +130,27 @@ impl std::fmt::Debug for MemoryConfig {
             .field("max_sessions", &self.max_sessions)
             .field("idle_ttl_secs", &self.idle_ttl_secs)
             .finish()
+    }
+}
+
+/// Where session memory lives (`memory.backend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryBackend {
+    /// In this process: lost on restart, not shared between replicas.
+    #[default]
+    Memory,
+    /// A Redis server (`memory.redis_url`) shared by every replica pointing at it.
+    Redis,
+}
+
+impl MemoryBackend {
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryBackend::Memory => "memory",
+            MemoryBackend::Redis => "redis",
+        }
     }
 }
 
@@ -358,27 +379,19 @@ impl HostConfig {
     /// Check values that deserialise but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        match self.memory.backend.as_str() {
-            "memory" => {}
-            "redis" => {
-                let url = self.memory.redis_url.trim();
-                if url.is_empty() {
-                    return bad("memory.backend 'redis' needs memory.redis_url".into());
-                }
-                if !["redis://", "redis+unix://", "unix://"]
-                    .iter()
-                    .any(|scheme| url.starts_with(scheme))
-                {
-                    return bad(format!(
-                        "memory.redis_url must start with redis:// (got '{}')",
-                        redact_url(url)
-                    ));
-                }
+        if self.memory.backend == MemoryBackend::Redis {
+            let url = self.memory.redis_url.trim();
+            if url.is_empty() {
+                return bad("memory.backend 'redis' needs memory.redis_url".into());
             }
-            other => {
+            if !["redis://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
                 return bad(format!(
-                    "memory.backend '{other}' is not available (built in: memory, redis)"
-                ))
+                    "memory.redis_url must start with redis:// (got '{}')",
+                    redact_url(url)
+                ));
             }
         }
         if self.memory.max_messages == 0 || self.memory.max_sessions == 0 {

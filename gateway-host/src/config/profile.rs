@@ -11,7 +11,7 @@ pub const DEFAULT_GATEWAY_ID: &str = "openai-compat";
 /// Longest accepted profile or gateway id.
 pub const MAX_ID_LEN: usize = 64;
 
-/// True when `id` matches `^[a-z0-9-]+$` (and is at most [`MAX_ID_LEN`] long).
+/// True when `id` matches `^[a-z0-9-]+$` (and is at most `MAX_ID_LEN` (64) long).
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
@@ -34,7 +34,7 @@ pub struct Profile {
     /// Default session key (`adapter_config.sessionKey`).
     pub session_key: Option<String>,
     /// Gateways tried in order when the main one fails before its first token
-    /// (`adapter_config.fallback_gateway_ids`; see [`crate::turn::failover`]).
+    /// (`adapter_config.fallback_gateway_ids`; see `docs/backends.md`).
     pub fallback_gateway_ids: Vec<String>,
     /// Model override (`llm.model`).
     pub model: Option<String>,
@@ -42,7 +42,7 @@ pub struct Profile {
     pub max_tokens: Option<u32>,
     /// Sampling temperature (`llm.parameters.temperature`).
     pub temperature: Option<f32>,
-    /// `llm.queue.mode`: `collect`, `steer` or `steer-backlog` (see [`crate::sessions`]).
+    /// `llm.queue.mode`: `collect`, `steer` or `steer-backlog` (see `docs/voice.md`).
     pub queue_mode: Option<String>,
     /// `llm.queue.block_streaming_chunk`: shortest `sentence` event in characters.
     pub block_streaming_chunk: Option<u32>,

@@ -1,15 +1,22 @@
-//! The HTTP API (axum): conversation streaming, profiles, gateways, sessions, health, metrics.
+//! The HTTP layer (axum): the router and the host's own routes (conversation streaming,
+//! profiles, gateways, health, metrics), the session API ([`sessions`]), the OpenAI-compatible
+//! facade ([`openai`]), client authentication ([`auth`]), SSE writing ([`sse`]), request
+//! reading ([`extract`]) and the one error type with its two renderings ([`error`]).
 
 pub(crate) mod auth;
+pub(crate) mod error;
+pub(crate) mod extract;
 pub(crate) mod openai;
 pub(crate) mod sessions;
 pub(crate) mod sse;
+
+pub use error::ApiError;
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -17,207 +24,16 @@ use axum::{Json, Router};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use gateway_core::Event;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::state::AppState;
-use crate::turn::{self, is_valid_session_key, TurnError, TurnRequest};
+use crate::turn::{self, TurnRequest};
+use extract::{path_param, session_key, BodyLimit, JsonBody};
 
 /// Content type of newline-delimited JSON event streams.
 pub const NDJSON: &str = "application/x-ndjson";
 /// Time allowed for each gateway's `health()` in `GET /v1/gateways`.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// An API error, answered as `{"error": {"code", "message"}}` with a fitting status.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 400: malformed JSON or an invalid value.
-    #[error("{message}")]
-    BadRequest {
-        /// Stable code (`invalid_json`, `bad_request`).
-        code: &'static str,
-        /// Details.
-        message: String,
-    },
-    /// 422: well-formed JSON of the wrong shape.
-    #[error("{0}")]
-    Unprocessable(String),
-    /// 413: body over `limits.max_body_bytes`.
-    #[error("request body is larger than {0} bytes")]
-    PayloadTooLarge(usize),
-    /// 404.
-    #[error("{message}")]
-    NotFound {
-        /// Stable code (`unknown_profile`, `unknown_session`, `not_found`).
-        code: &'static str,
-        /// Details.
-        message: String,
-    },
-    /// 405.
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    /// 409: the request does not fit the current state (e.g. nothing to interrupt).
-    #[error("{message}")]
-    Conflict {
-        /// Stable code (`not_in_flight`).
-        code: &'static str,
-        /// Details.
-        message: String,
-    },
-    /// 503: the gateway or the store cannot serve.
-    #[error("{message}")]
-    Unavailable {
-        /// Stable code (`gateway_unavailable`, `store_unavailable`).
-        code: &'static str,
-        /// Details, never a secret.
-        message: String,
-    },
-    /// 503 `overloaded`/`shutting_down` or 429 `session_busy`, with `Retry-After`.
-    #[error("{message}")]
-    Refused {
-        /// 503 or 429.
-        status: StatusCode,
-        /// Stable code.
-        code: &'static str,
-        /// Details.
-        message: String,
-        /// Seconds sent in `Retry-After`.
-        retry_after_secs: u64,
-    },
-}
-
-impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
-            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
-            ApiError::Refused { status, code, .. } => (*status, code),
-        }
-    }
-
-    /// A 400 `bad_request`.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::BadRequest {
-            code: "bad_request",
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let body = json!({"error": {"code": code, "message": self.to_string()}});
-        let mut response = (status, Json(body)).into_response();
-        if let ApiError::Refused {
-            retry_after_secs, ..
-        } = &self
-        {
-            let headers = response.headers_mut();
-            headers.insert(header::RETRY_AFTER, (*retry_after_secs).into());
-        }
-        response
-    }
-}
-
-impl From<TurnError> for ApiError {
-    fn from(e: TurnError) -> Self {
-        let message = e.to_string();
-        match e {
-            TurnError::BadRequest(_) => ApiError::bad_request(message),
-            TurnError::UnknownProfile(_) => ApiError::NotFound {
-                code: "unknown_profile",
-                message,
-            },
-            TurnError::GatewayUnavailable { .. } | TurnError::Store(_) => ApiError::Unavailable {
-                code: e.code(),
-                message,
-            },
-            TurnError::Refused(ref refusal) => ApiError::Refused {
-                status: refusal.status(),
-                code: e.code(),
-                message,
-                retry_after_secs: refusal.retry_after_secs(),
-            },
-        }
-    }
-}
-
-impl From<gateway_core::StoreError> for ApiError {
-    fn from(e: gateway_core::StoreError) -> Self {
-        ApiError::Unavailable {
-            code: "store_unavailable",
-            message: e.to_string(),
-        }
-    }
-}
-
-/// A JSON body extractor whose rejections are [`ApiError`]s (never axum's plain text). It does
-/// not insist on a `Content-Type` header.
-#[derive(Debug, Clone)]
-pub struct JsonBody<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = body_bytes(req, state).await?;
-        decode_json(&bytes).map(JsonBody)
-    }
-}
-
-/// Like [`JsonBody`], but an empty (or all-whitespace) body is `None`.
-#[derive(Debug, Clone)]
-pub struct OptionalJsonBody<T>(pub Option<T>);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = body_bytes(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalJsonBody(None));
-        }
-        decode_json(&bytes).map(|v| OptionalJsonBody(Some(v)))
-    }
-}
-
-async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    let limit = req
-        .extensions()
-        .get::<BodyLimit>()
-        .map(|l| l.0)
-        .unwrap_or_default();
-    Bytes::from_request(req, state).await.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::bad_request(r.body_text())
-        }
-    })
-}
-
-fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        if e.classify() == serde_json::error::Category::Data {
-            ApiError::Unprocessable(e.to_string())
-        } else {
-            ApiError::BadRequest {
-                code: "invalid_json",
-                message: format!("invalid JSON body: {e}"),
-            }
-        }
-    })
-}
-
-/// The configured body limit, put in request extensions for error messages.
-#[derive(Debug, Clone, Copy)]
-struct BodyLimit(usize);
 
 /// The host's router.
 pub fn app(state: AppState) -> Router {
@@ -307,19 +123,8 @@ async fn get_profile(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if !crate::config::profile::is_valid_id(&id) {
-        return Err(ApiError::bad_request(
-            "invalid profile id (expected 1-64 of a-z, 0-9, -)",
-        ));
-    }
-    let profile = state
-        .profiles()
-        .get(&id)
-        .ok_or_else(|| ApiError::NotFound {
-            code: "unknown_profile",
-            message: format!("unknown profile '{id}'"),
-        })?;
+    let id = path_param(id)?;
+    let profile = turn::find_profile(&state, Some(&id))?;
     Ok(Json((*profile.raw).clone()))
 }
 
@@ -363,10 +168,7 @@ async fn delete_session(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Path(key) = key.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if !is_valid_session_key(&key) {
-        return Err(ApiError::bad_request("invalid session key"));
-    }
+    let key = session_key(path_param(key)?, "key")?;
     if state.store().clear(&key).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

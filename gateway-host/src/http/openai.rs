@@ -1,35 +1,34 @@
 //! The OpenAI-compatible facade: `POST /v1/chat/completions` with `model` naming a profile
 //! (streamed or not), `GET /v1/models` and `GET /v1/models/{id}` listing profiles as models.
-//! Turns go through the same pipeline as `/v1/conversation` ([`crate::turn`]). Errors use
-//! OpenAI's shape `{"error": {"message", "type", "code", "param"}}`, so OpenAI SDKs raise
-//! their usual exceptions. The wire format is described in `docs/openai-api.md`.
+//! Turns go through the same pipeline as `/v1/conversation` ([`crate::turn`]) and requests
+//! are read and checked as there; errors are the same [`ApiError`]s rendered in OpenAI's shape
+//! ([`OpenAiError`]). The wire format is described in `docs/openai-api.md`.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use futures::future;
 use futures::stream::{self, StreamExt};
 use gateway_core::{ChatMessage, Event, Role, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::config::profile::is_valid_id;
-use crate::http::sse;
+use super::error::{ApiError, OpenAiError};
+use super::extract::{path_param, session_key, JsonBody};
+use super::sse;
 use crate::state::AppState;
-use crate::turn::{self, is_valid_session_key, TurnError, TurnEvents, TurnOptions, TurnRequest};
+use crate::turn::{self, TurnEvents, TurnOptions, TurnRequest};
 
 /// Request header that switches on server-side memory under this session key.
 pub const SESSION_KEY_HEADER: &str = "x-session-key";
 /// `owned_by` of every model in `GET /v1/models`.
 pub const OWNED_BY: &str = "gateway-host";
-/// Longest model id echoed back in a `model_not_found` message.
-const MAX_ECHOED_MODEL: usize = 100;
 
 /// OpenAI's name for why an answer ended: the upstream's `length`, `content_filter` and
 /// `tool_calls` pass through; anything else (`stop`, `eos`, none) is `stop`.
@@ -59,178 +58,6 @@ pub fn routes() -> Router<AppState> {
                 },
             ),
         )
-}
-
-/// An error in OpenAI's shape `{"error": {"message", "type", "code", "param"}}`.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum OpenAiError {
-    /// 400 `invalid_request_error`: malformed or unsupported request.
-    #[error("{message}")]
-    InvalidRequest {
-        /// Stable code (`invalid_json`, `missing_required_parameter`, `invalid_value`, ...).
-        code: &'static str,
-        /// The offending parameter (`messages[1].content[0].type`), when known.
-        param: Option<String>,
-        /// Details.
-        message: String,
-    },
-    /// 404 `model_not_found`: no profile has this id.
-    #[error("The model '{0}' does not exist: no profile has this id (GET /v1/models lists them)")]
-    ModelNotFound(String),
-    /// 413: body over `limits.max_body_bytes`.
-    #[error("request body is larger than {0} bytes")]
-    PayloadTooLarge(usize),
-    /// 503: the profile's gateway or the session store cannot serve.
-    #[error("{message}")]
-    Unavailable {
-        /// `gateway_unavailable` or `store_unavailable`.
-        code: &'static str,
-        /// Details, never a secret.
-        message: String,
-    },
-    /// 502 `upstream_error` (inside a stream: an error chunk): the upstream failed.
-    #[error("{0}")]
-    Upstream(String),
-    /// 503 `overloaded`/`shutting_down` or 429 `session_busy` (stream limits), with
-    /// `Retry-After`.
-    #[error("{refusal}")]
-    Refused {
-        /// Why.
-        refusal: crate::turn::limits::Refusal,
-        /// Stable code.
-        code: &'static str,
-    },
-}
-
-impl OpenAiError {
-    fn invalid(code: &'static str, param: Option<&str>, message: impl Into<String>) -> Self {
-        OpenAiError::InvalidRequest {
-            code,
-            param: param.map(str::to_string),
-            message: message.into(),
-        }
-    }
-
-    /// The HTTP status answered before a stream starts.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            OpenAiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            OpenAiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
-            OpenAiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            OpenAiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            OpenAiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            OpenAiError::Refused { refusal, .. } => refusal.status(),
-        }
-    }
-
-    /// OpenAI's error `type`.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            OpenAiError::InvalidRequest { .. }
-            | OpenAiError::ModelNotFound(_)
-            | OpenAiError::PayloadTooLarge(_) => "invalid_request_error",
-            OpenAiError::Unavailable { .. } | OpenAiError::Upstream(_) => "server_error",
-            OpenAiError::Refused { refusal, .. } => match refusal.status() {
-                StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-                _ => "server_error",
-            },
-        }
-    }
-
-    /// OpenAI's error `code`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            OpenAiError::InvalidRequest { code, .. } | OpenAiError::Unavailable { code, .. } => {
-                code
-            }
-            OpenAiError::ModelNotFound(_) => "model_not_found",
-            OpenAiError::PayloadTooLarge(_) => "payload_too_large",
-            OpenAiError::Upstream(_) => "upstream_error",
-            OpenAiError::Refused { code, .. } => code,
-        }
-    }
-
-    /// The parameter at fault, when known.
-    pub fn param(&self) -> Option<&str> {
-        match self {
-            OpenAiError::InvalidRequest { param, .. } => param.as_deref(),
-            OpenAiError::ModelNotFound(_) => Some("model"),
-            _ => None,
-        }
-    }
-
-    /// The JSON body `{"error": {"message", "type", "param", "code"}}`.
-    #[cfg(test)]
-    pub fn body(&self) -> Value {
-        json!({"error": {
-            "message": self.to_string(),
-            "type": self.error_type(),
-            "param": self.param(),
-            "code": self.code(),
-        }})
-    }
-
-    /// [`body`](Self::body) as JSON text, fields in OpenAI's order.
-    fn body_text(&self) -> String {
-        let message = self.to_string();
-        let body = ErrorBody {
-            error: ErrorDetail {
-                message: &message,
-                kind: self.error_type(),
-                param: self.param(),
-                code: self.code(),
-            },
-        };
-        serde_json::to_string(&body).unwrap_or_default()
-    }
-}
-
-impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status(),
-            [(header::CONTENT_TYPE, "application/json")],
-            self.body_text(),
-        )
-            .into_response();
-        if let OpenAiError::Refused { refusal, .. } = &self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, refusal.retry_after_secs().into());
-        }
-        response
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    param: Option<&'a str>,
-    code: &'static str,
-}
-
-impl From<TurnError> for OpenAiError {
-    fn from(e: TurnError) -> Self {
-        let code = e.code();
-        match e {
-            TurnError::BadRequest(message) => OpenAiError::invalid("invalid_value", None, message),
-            TurnError::UnknownProfile(id) => OpenAiError::ModelNotFound(id),
-            TurnError::GatewayUnavailable { .. } | TurnError::Store(_) => {
-                OpenAiError::Unavailable {
-                    code,
-                    message: e.to_string(),
-                }
-            }
-            TurnError::Refused(refusal) => OpenAiError::Refused { code, refusal },
-        }
-    }
 }
 
 /// The body of `POST /v1/chat/completions`; fields not listed are accepted and ignored.
@@ -284,111 +111,28 @@ struct Plan {
 }
 
 impl ChatRequest {
-    fn parse(body: &[u8]) -> Result<Self, OpenAiError> {
-        serde_json::from_slice(body).map_err(|e| {
-            if e.classify() == serde_json::error::Category::Data {
-                OpenAiError::invalid("invalid_type", None, format!("invalid request: {e}"))
-            } else {
-                OpenAiError::invalid("invalid_json", None, format!("invalid JSON body: {e}"))
-            }
-        })
-    }
-
-    fn plan(self, state: &AppState, headers: &HeaderMap) -> Result<Plan, OpenAiError> {
-        let profile = match self.model {
-            Some(m) if !m.trim().is_empty() => m,
-            _ => {
-                return Err(OpenAiError::invalid(
-                    "missing_required_parameter",
-                    Some("model"),
-                    "you must provide a model parameter: the id of a profile (GET /v1/models)",
-                ))
-            }
-        };
-        if !is_valid_id(&profile) || state.profiles().get(&profile).is_none() {
-            return Err(OpenAiError::ModelNotFound(
-                profile.chars().take(MAX_ECHOED_MODEL).collect(),
-            ));
-        }
-        let Some(wire) = self.messages else {
-            return Err(OpenAiError::invalid(
-                "missing_required_parameter",
-                Some("messages"),
-                "you must provide a messages parameter",
-            ));
-        };
-        if wire.is_empty() {
-            return Err(OpenAiError::invalid(
-                "empty_array",
-                Some("messages"),
-                "messages must hold at least one message",
-            ));
-        }
-        let messages = wire
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| m.into_chat(i))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(n) = self.n.filter(|&n| n != 1) {
-            return Err(OpenAiError::invalid(
-                "invalid_value",
-                Some("n"),
-                format!("n = {n} is not supported: this endpoint returns one choice"),
-            ));
-        }
-        let (max_tokens, max_param) = match (self.max_completion_tokens, self.max_tokens) {
-            (Some(v), _) => (Some(v), "max_completion_tokens"),
-            (None, v) => (v, "max_tokens"),
-        };
-        if max_tokens == Some(0) {
-            return Err(OpenAiError::invalid(
-                "invalid_value",
-                Some(max_param),
-                format!("{max_param} must be at least 1"),
-            ));
-        }
-        if let Some(t) = self.temperature {
-            if !(0.0..=2.0).contains(&t) {
-                return Err(OpenAiError::invalid(
-                    "invalid_value",
-                    Some("temperature"),
-                    format!("temperature must be between 0 and 2, got {t}"),
-                ));
-            }
-        }
-        let options = TurnOptions {
-            conversation: None,
-            max_tokens,
-            temperature: self.temperature,
-        };
-        let mut request = TurnRequest {
+    /// Checks the request, parameter by parameter in OpenAI's order, and turns it into a
+    /// turn of the profile named by `model`.
+    fn plan(self, state: &AppState, headers: &HeaderMap) -> Result<Plan, ApiError> {
+        let profile = model_profile(state, self.model.as_deref())?;
+        let messages = chat_messages(self.messages)?;
+        check_n(self.n)?;
+        let max_tokens = max_tokens(self.max_completion_tokens, self.max_tokens)?;
+        check_temperature(self.temperature)?;
+        let request = TurnRequest {
             profile: Some(profile.clone()),
             system_prompt: self.system_prompt,
             // The wire format has no place for sentence events.
             sentences: Some(false),
             ..TurnRequest::default()
         };
-        let options = match session_key(headers, self.user)? {
-            // Server-side memory: the last user message is the turn, history comes from the store.
-            Some(key) => {
-                let last_user = messages.into_iter().rev().find(|m| m.role == Role::User);
-                let Some(last_user) = last_user else {
-                    return Err(OpenAiError::invalid(
-                        "invalid_value",
-                        Some("messages"),
-                        "with server-side memory (user or X-Session-Key) messages must hold a \
-                         user message",
-                    ));
-                };
-                request.message = last_user.content.to_string();
-                request.session_key = Some(key);
-                options
-            }
-            None => TurnOptions {
-                conversation: Some(messages),
-                ..options
-            },
+        let options = TurnOptions {
+            conversation: None,
+            max_tokens,
+            temperature: self.temperature,
         };
+        let memory = memory_key(headers, self.user)?;
+        let (request, options) = with_memory(request, options, messages, memory)?;
         Ok(Plan {
             profile,
             request,
@@ -402,13 +146,114 @@ impl ChatRequest {
     }
 }
 
+/// The id of the profile `model` names; a missing `model` is a 400, an unknown one a 404.
+fn model_profile(state: &AppState, model: Option<&str>) -> Result<String, ApiError> {
+    match model {
+        Some(m) if !m.trim().is_empty() => Ok(turn::find_profile(state, Some(m))?.id.clone()),
+        _ => Err(ApiError::invalid(
+            Some("missing_required_parameter"),
+            Some("model"),
+            "you must provide a model parameter: the id of a profile (GET /v1/models)",
+        )),
+    }
+}
+
+/// The conversation: present, not empty, every message valid.
+fn chat_messages(wire: Option<Vec<WireMessage>>) -> Result<Vec<ChatMessage>, ApiError> {
+    let Some(wire) = wire else {
+        return Err(ApiError::invalid(
+            Some("missing_required_parameter"),
+            Some("messages"),
+            "you must provide a messages parameter",
+        ));
+    };
+    if wire.is_empty() {
+        return Err(ApiError::invalid(
+            Some("empty_array"),
+            Some("messages"),
+            "messages must hold at least one message",
+        ));
+    }
+    wire.into_iter()
+        .enumerate()
+        .map(|(i, m)| m.into_chat(i))
+        .collect()
+}
+
+/// Only one choice is offered.
+fn check_n(n: Option<u32>) -> Result<(), ApiError> {
+    match n.filter(|&n| n != 1) {
+        Some(n) => Err(ApiError::invalid(
+            Some("invalid_value"),
+            Some("n"),
+            format!("n = {n} is not supported: this endpoint returns one choice"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The answer length: `max_completion_tokens`, else the older `max_tokens`; at least 1.
+fn max_tokens(completion: Option<u32>, legacy: Option<u32>) -> Result<Option<u32>, ApiError> {
+    let (max_tokens, param) = match (completion, legacy) {
+        (Some(v), _) => (Some(v), "max_completion_tokens"),
+        (None, v) => (v, "max_tokens"),
+    };
+    if max_tokens == Some(0) {
+        return Err(ApiError::invalid(
+            Some("invalid_value"),
+            Some(param),
+            format!("{param} must be at least 1"),
+        ));
+    }
+    Ok(max_tokens)
+}
+
+/// OpenAI's temperature range, 0 to 2.
+fn check_temperature(temperature: Option<f32>) -> Result<(), ApiError> {
+    match temperature {
+        Some(t) if !(0.0..=2.0).contains(&t) => Err(ApiError::invalid(
+            Some("invalid_value"),
+            Some("temperature"),
+            format!("temperature must be between 0 and 2, got {t}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Without a session key the client's whole conversation is the turn. With one
+/// (server-side memory) the last user message is the turn and history comes from the store.
+fn with_memory(
+    mut request: TurnRequest,
+    options: TurnOptions,
+    messages: Vec<ChatMessage>,
+    key: Option<String>,
+) -> Result<(TurnRequest, TurnOptions), ApiError> {
+    let Some(key) = key else {
+        let options = TurnOptions {
+            conversation: Some(messages),
+            ..options
+        };
+        return Ok((request, options));
+    };
+    let Some(last_user) = messages.into_iter().rev().find(|m| m.role == Role::User) else {
+        return Err(ApiError::invalid(
+            Some("invalid_value"),
+            Some("messages"),
+            "with server-side memory (user or X-Session-Key) messages must hold a user message",
+        ));
+    };
+    request.message = last_user.content.to_string();
+    request.session_key = Some(key);
+    Ok((request, options))
+}
+
 /// The session key for server-side memory: the `X-Session-Key` header, else `user`.
-fn session_key(headers: &HeaderMap, user: Option<String>) -> Result<Option<String>, OpenAiError> {
+fn memory_key(headers: &HeaderMap, user: Option<String>) -> Result<Option<String>, ApiError> {
     let header = match headers.get(SESSION_KEY_HEADER).map(|v| v.to_str()) {
         Some(Ok(v)) => Some(v.trim()).filter(|v| !v.is_empty()),
         Some(Err(_)) => {
-            return Err(OpenAiError::invalid(
-                "invalid_value",
+            return Err(ApiError::invalid(
+                Some("invalid_value"),
                 Some("X-Session-Key"),
                 "the X-Session-Key header must be plain ASCII",
             ))
@@ -422,30 +267,19 @@ fn session_key(headers: &HeaderMap, user: Option<String>) -> Result<Option<Strin
     if key.is_empty() {
         return Ok(None);
     }
-    if !is_valid_session_key(&key) {
-        return Err(OpenAiError::invalid(
-            "invalid_value",
-            Some(param),
-            format!(
-                "{param} is used as the memory session key and must be 1-{} of A-Z, a-z, 0-9, \
-                 . _ : -",
-                turn::MAX_SESSION_KEY_LEN
-            ),
-        ));
-    }
-    Ok(Some(key))
+    session_key(key, param).map(Some)
 }
 
 impl WireMessage {
-    fn into_chat(self, i: usize) -> Result<ChatMessage, OpenAiError> {
+    fn into_chat(self, i: usize) -> Result<ChatMessage, ApiError> {
         let param = format!("messages[{i}]");
         let role = match self.role.as_str() {
             "system" | "developer" => Role::System,
             "user" => Role::User,
             "assistant" => Role::Assistant,
             "tool" | "function" => {
-                return Err(OpenAiError::invalid(
-                    "unsupported_value",
+                return Err(ApiError::invalid(
+                    Some("unsupported_value"),
                     Some(&format!("{param}.role")),
                     format!(
                         "{param}: role '{}' is not supported: this endpoint has no tool calling",
@@ -454,8 +288,8 @@ impl WireMessage {
                 ))
             }
             other => {
-                return Err(OpenAiError::invalid(
-                    "invalid_value",
+                return Err(ApiError::invalid(
+                    Some("invalid_value"),
                     Some(&format!("{param}.role")),
                     format!(
                         "{param}: unknown role '{other}' (expected system, developer, user or \
@@ -470,8 +304,8 @@ impl WireMessage {
             Some(_) => true,
         };
         if has_tool_calls {
-            return Err(OpenAiError::invalid(
-                "unsupported_value",
+            return Err(ApiError::invalid(
+                Some("unsupported_value"),
                 Some(&format!("{param}.tool_calls")),
                 format!("{param}: tool_calls are not supported: this endpoint has no tool calling"),
             ));
@@ -481,15 +315,15 @@ impl WireMessage {
             Some(Value::Array(parts)) => text_of_parts(&param, parts)?,
             None if role == Role::Assistant => String::new(),
             None => {
-                return Err(OpenAiError::invalid(
-                    "missing_required_parameter",
+                return Err(ApiError::invalid(
+                    Some("missing_required_parameter"),
                     Some(&format!("{param}.content")),
                     format!("{param}.content is required"),
                 ))
             }
             Some(_) => {
-                return Err(OpenAiError::invalid(
-                    "invalid_type",
+                return Err(ApiError::invalid(
+                    Some("invalid_type"),
                     Some(&format!("{param}.content")),
                     format!("{param}.content must be a string or an array of text parts"),
                 ))
@@ -501,7 +335,7 @@ impl WireMessage {
 
 /// The text of OpenAI's array-of-parts content: `text` parts joined by newlines; any other
 /// part type is rejected.
-fn text_of_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> {
+fn text_of_parts(param: &str, parts: Vec<Value>) -> Result<String, ApiError> {
     let mut texts = Vec::with_capacity(parts.len());
     for (j, part) in parts.into_iter().enumerate() {
         let at = format!("{param}.content[{j}]");
@@ -509,16 +343,16 @@ fn text_of_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> 
             Some("text") => match part.get("text").and_then(Value::as_str) {
                 Some(text) => texts.push(text.to_string()),
                 None => {
-                    return Err(OpenAiError::invalid(
-                        "invalid_type",
+                    return Err(ApiError::invalid(
+                        Some("invalid_type"),
                         Some(&format!("{at}.text")),
                         format!("{at}: a text part needs a string 'text'"),
                     ))
                 }
             },
             Some(other) => {
-                return Err(OpenAiError::invalid(
-                    "unsupported_content_part",
+                return Err(ApiError::invalid(
+                    Some("unsupported_content_part"),
                     Some(&format!("{at}.type")),
                     format!(
                         "{at}: content part type '{other}' is not supported; only 'text' parts \
@@ -527,8 +361,8 @@ fn text_of_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> 
                 ))
             }
             None => {
-                return Err(OpenAiError::invalid(
-                    "invalid_type",
+                return Err(ApiError::invalid(
+                    Some("invalid_type"),
                     Some(&format!("{at}.type")),
                     format!("{at}: a content part needs a string 'type'"),
                 ))
@@ -636,7 +470,7 @@ impl Meta {
                 frames.push("[DONE]".into());
                 frames
             }
-            Event::Error { error } => vec![OpenAiError::Upstream(error).body_text()],
+            Event::Error { error } => vec![OpenAiError(ApiError::Upstream(error)).body_text()],
             _ => Vec::new(),
         }
     }
@@ -740,17 +574,11 @@ impl<'a> ChunkChoice<'a> {
 async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<JsonBody<ChatRequest>, ApiError>,
 ) -> Result<Response, OpenAiError> {
     let started = Instant::now();
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            OpenAiError::PayloadTooLarge(state.config().limits.max_body_bytes)
-        } else {
-            OpenAiError::invalid("invalid_body", None, r.body_text())
-        }
-    })?;
-    let plan = ChatRequest::parse(&body)?.plan(&state, &headers)?;
+    let JsonBody(request) = body?;
+    let plan = request.plan(&state, &headers)?;
     let turn = turn::start_with(&state, plan.request, plan.options, started).await?;
     let meta = Meta::new(plan.profile);
     if plan.stream {
@@ -803,13 +631,11 @@ async fn complete(mut events: TurnEvents, meta: Meta) -> Result<Response, OpenAi
                 let body = meta.completion(&response, usage, finish);
                 return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
-            Event::Error { error } => return Err(OpenAiError::Upstream(error)),
+            Event::Error { error } => return Err(ApiError::Upstream(error).into()),
             _ => {}
         }
     }
-    Err(OpenAiError::Upstream(
-        "the turn ended without an answer".into(),
-    ))
+    Err(ApiError::Upstream("the turn ended without an answer".into()).into())
 }
 
 fn model_json(id: &str, created: u64) -> Value {
@@ -830,13 +656,9 @@ fn get_model(
     id: Result<Path<String>, PathRejection>,
     created: u64,
 ) -> Result<Json<Value>, OpenAiError> {
-    let Path(id) = id.map_err(|e| OpenAiError::invalid("invalid_value", None, e.body_text()))?;
-    match state.profiles().get(&id) {
-        Some(profile) if is_valid_id(&id) => Ok(Json(model_json(&profile.id, created))),
-        _ => Err(OpenAiError::ModelNotFound(
-            id.chars().take(MAX_ECHOED_MODEL).collect(),
-        )),
-    }
+    let id = path_param(id)?;
+    let profile = turn::find_profile(state, Some(&id))?;
+    Ok(Json(model_json(&profile.id, created)))
 }
 
 fn unix_now() -> u64 {
@@ -849,8 +671,9 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
-    fn error_of(body: Value) -> OpenAiError {
+    fn error_of(body: Value) -> ApiError {
         let request: ChatRequest = serde_json::from_value(body).unwrap();
         let messages = request.messages.unwrap();
         messages
@@ -869,8 +692,9 @@ mod tests {
         assert_eq!(&*m.into_chat(0).unwrap().content, "a\nb");
         let e = error_of(json!({"messages": [{"role": "user", "content": "x"},
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]}));
-        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(e.param(), Some("messages[1].content[0].type"));
+        let e = OpenAiError(e);
+        assert_eq!(e.parts().status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.parts().param, Some("messages[1].content[0].type"));
         assert!(
             e.to_string().contains("'image_url' is not supported"),
             "{e}"
@@ -882,31 +706,17 @@ mod tests {
         let m: WireMessage =
             serde_json::from_value(json!({"role": "developer", "content": "d"})).unwrap();
         assert_eq!(m.into_chat(0).unwrap().role, Role::System);
-        let e = error_of(json!({"messages": [{"role": "tool", "content": "r"}]}));
-        assert_eq!(e.param(), Some("messages[0].role"));
-        let e = error_of(json!({"messages": [{"role": "assistant", "content": null,
-            "tool_calls": [{"id": "1"}]}]}));
-        assert_eq!(e.param(), Some("messages[0].tool_calls"));
-        let e = error_of(json!({"messages": [{"role": "user"}]}));
-        assert_eq!(e.code(), "missing_required_parameter");
-    }
-
-    #[test]
-    fn error_body_has_openai_shape() {
-        let body = OpenAiError::ModelNotFound("x".into()).body();
-        assert_eq!(body["error"]["type"], "invalid_request_error");
-        assert_eq!(body["error"]["code"], "model_not_found");
-        assert_eq!(body["error"]["param"], "model");
-        assert!(body["error"]["message"].as_str().unwrap().contains("'x'"));
-        let body = OpenAiError::Upstream("boom".into()).body();
-        assert_eq!(body["error"]["param"], Value::Null);
-        for e in [
-            OpenAiError::ModelNotFound("x".into()),
-            OpenAiError::Upstream("boom".into()),
-        ] {
-            let text: Value = serde_json::from_str(&e.body_text()).unwrap();
-            assert_eq!(text, e.body());
-        }
+        let code_and_param = |body| {
+            let e = OpenAiError(error_of(body));
+            (e.parts().code, e.parts().param.map(str::to_string))
+        };
+        let (_, param) = code_and_param(json!({"messages": [{"role": "tool", "content": "r"}]}));
+        assert_eq!(param.as_deref(), Some("messages[0].role"));
+        let (_, param) = code_and_param(json!({"messages": [{"role": "assistant",
+            "content": null, "tool_calls": [{"id": "1"}]}]}));
+        assert_eq!(param.as_deref(), Some("messages[0].tool_calls"));
+        let (code, _) = code_and_param(json!({"messages": [{"role": "user"}]}));
+        assert_eq!(code, "missing_required_parameter");
     }
 
     #[test]

@@ -7,9 +7,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::http::{ApiError, OptionalJsonBody};
+use super::extract::{path_param, session_key, OptionalJsonBody};
+use super::ApiError;
 use crate::state::AppState;
-use crate::turn::is_valid_session_key;
 
 /// Most messages `GET /v1/sessions/{key}` shows (the store keeps at most a profile's cap).
 pub const VIEW_LIMIT: usize = 1000;
@@ -22,12 +22,9 @@ pub struct InterruptRequest {
     pub heard: Option<String>,
 }
 
-fn session_key(key: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(key) = key.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if !is_valid_session_key(&key) {
-        return Err(ApiError::bad_request("invalid session key"));
-    }
-    Ok(key)
+/// The `{key}` of the path, checked.
+fn key_of(key: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    session_key(path_param(key)?, "key")
 }
 
 /// `GET /v1/sessions/{key}`: `{key, backend, messages: [{role, content}], in_flight, queued,
@@ -36,7 +33,7 @@ pub async fn get_session(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = session_key(key)?;
+    let key = key_of(key)?;
     let messages = state.store().history(&key, VIEW_LIMIT).await?;
     let view = state.sessions().view(&key);
     Ok(Json(json!({
@@ -57,7 +54,7 @@ pub async fn interrupt(
     key: Result<Path<String>, PathRejection>,
     OptionalJsonBody(body): OptionalJsonBody<InterruptRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = session_key(key)?;
+    let key = key_of(key)?;
     let heard = body.unwrap_or_default().heard;
     let limit = state.config().limits.max_message_chars;
     if let Some(chars) = heard.as_deref().map(|h| h.chars().count()) {

@@ -9,7 +9,7 @@ use gateway_core::{
     SessionStore, StoreError,
 };
 
-use crate::config::MemoryConfig;
+use crate::config::{MemoryBackend, MemoryConfig};
 
 /// The in-memory store with the configured bounds.
 pub fn memory(config: &MemoryConfig) -> Arc<dyn SessionStore> {
@@ -22,8 +22,8 @@ pub fn memory(config: &MemoryConfig) -> Arc<dyn SessionStore> {
 /// Open the configured store. For `redis` this connects (a few seconds at most) and fails
 /// with a message naming the host, never the password.
 pub async fn open(config: &MemoryConfig) -> Result<Arc<dyn SessionStore>, StoreError> {
-    match config.backend.as_str() {
-        "redis" => {
+    match config.backend {
+        MemoryBackend::Redis => {
             let store = RedisStore::connect(RedisStoreConfig {
                 url: config.redis_url.clone(),
                 key_prefix: config.redis_key_prefix.clone(),
@@ -32,7 +32,7 @@ pub async fn open(config: &MemoryConfig) -> Result<Arc<dyn SessionStore>, StoreE
             .await?;
             Ok(Arc::new(store))
         }
-        _ => Ok(memory(config)),
+        MemoryBackend::Memory => Ok(memory(config)),
     }
 }
 

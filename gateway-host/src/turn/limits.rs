@@ -32,6 +32,15 @@ impl Refusal {
         }
     }
 
+    /// Stable code for clients and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Overloaded(_) => "overloaded",
+            Refusal::SessionBusy(_) => "session_busy",
+            Refusal::ShuttingDown => "shutting_down",
+        }
+    }
+
     /// Seconds sent in `Retry-After`.
     pub fn retry_after_secs(&self) -> u64 {
         match self {

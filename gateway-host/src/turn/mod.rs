@@ -1,7 +1,13 @@
-//! The turn pipeline: profile → instances (primary, then fallbacks: see [`crate::turn::failover`]),
-//! messages = system prompt + history + user message (or system prompt + a client-supplied
-//! conversation, see [`TurnOptions`]), the gateway stream made well-formed, timing and the
-//! answering gateway filled in, memory stored on success.
+//! The turn pipeline, and the way to run a turn from Rust ([`start`], [`start_with`]):
+//! profile → instances (primary, then fallbacks), messages = system prompt + history + user
+//! message (or system prompt + a client-supplied conversation, see [`TurnOptions`]), the
+//! gateway stream made well-formed, timing and the answering gateway filled in, memory stored
+//! on success.
+//!
+//! Inside: `failover` (a profile's gateways tried in order before the first token), `limits`
+//! (admission: stream limits and the shutdown's refusal), `upstream_limit` (concurrency per
+//! gateway instance), `sentences` (sentence events for TTS) and `voice` (a profile's voice
+//! settings).
 
 pub(crate) mod failover;
 pub(crate) mod limits;
@@ -27,7 +33,7 @@ use serde::Deserialize;
 
 use crate::config::profile::{is_valid_id, Profile};
 use crate::metrics::InFlight;
-use crate::sessions::{Ticket, TurnEntry};
+use crate::sessions::{QueueMode, Ticket, TurnEntry};
 use crate::shutdown::SHUTDOWN_MESSAGE;
 use crate::state::AppState;
 use crate::turn::limits::{Admission, Refusal};
@@ -88,6 +94,9 @@ pub enum TurnError {
     /// The request is invalid (empty message, bad profile id or session key, ...).
     #[error("{0}")]
     BadRequest(String),
+    /// A malformed profile id (not `^[a-z0-9-]+$`, or longer than 64).
+    #[error("invalid profile id (expected 1-64 of a-z, 0-9, -)")]
+    BadProfileId(String),
     /// No profile with this id.
     #[error("unknown profile '{0}'")]
     UnknownProfile(String),
@@ -111,13 +120,11 @@ impl TurnError {
     /// Stable error code for clients and metrics.
     pub fn code(&self) -> &'static str {
         match self {
-            TurnError::BadRequest(_) => "bad_request",
+            TurnError::BadRequest(_) | TurnError::BadProfileId(_) => "bad_request",
             TurnError::UnknownProfile(_) => "unknown_profile",
             TurnError::GatewayUnavailable { .. } => "gateway_unavailable",
             TurnError::Store(_) => "store_unavailable",
-            TurnError::Refused(Refusal::Overloaded(_)) => "overloaded",
-            TurnError::Refused(Refusal::SessionBusy(_)) => "session_busy",
-            TurnError::Refused(Refusal::ShuttingDown) => "shutting_down",
+            TurnError::Refused(refusal) => refusal.code(),
         }
     }
 }
@@ -166,101 +173,35 @@ async fn prepare(
     started: Instant,
 ) -> Result<StartedTurn, TurnError> {
     let config = state.config();
-    let message = request.message;
-    if let Some(conversation) = &options.conversation {
-        check_conversation(conversation, config.limits.max_message_chars)?;
-    } else if message.trim().is_empty() {
-        return Err(TurnError::BadRequest("message must not be empty".into()));
-    }
-    let chars = message.chars().count();
-    if chars > config.limits.max_message_chars {
-        return Err(TurnError::BadRequest(format!(
-            "message is {chars} characters long; the limit is {}",
-            config.limits.max_message_chars
-        )));
-    }
-    let profile_id = request
-        .profile
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| config.default_profile.clone());
-    if !is_valid_id(&profile_id) {
-        return Err(TurnError::BadRequest(
-            "invalid profile id (expected 1-64 of a-z, 0-9, -)".into(),
-        ));
-    }
-    let profile = state
-        .profiles()
-        .get(&profile_id)
-        .cloned()
-        .ok_or(TurnError::UnknownProfile(profile_id))?;
+    check_message(&request, &options, config.limits.max_message_chars)?;
+    let profile = find_profile(state, request.profile.as_deref())?;
     let candidates = candidates_for(state, &profile)?;
-    let session_key = request
-        .session_key
-        .filter(|k| !k.is_empty())
-        .or_else(|| profile.session_key.clone())
-        // A client-supplied conversation is complete: no memory is read or stored.
-        .filter(|_| options.conversation.is_none());
-    if let Some(key) = &session_key {
-        if !is_valid_session_key(key) {
-            return Err(TurnError::BadRequest(format!(
-                "invalid session key (expected 1-{MAX_SESSION_KEY_LEN} of A-Z, a-z, 0-9, . _ : -)"
-            )));
-        }
-    }
-    if state.shutdown().is_draining() {
-        return Err(Refusal::ShuttingDown.into());
-    }
-    let admission = state.limits().admit(session_key.as_deref())?;
+    let session_key = session_key_of(request.session_key, &profile, &options)?;
+    let admission = admit(state, session_key.as_deref())?;
+    let voice = VoiceSettings::of(&profile);
     let history_limit = profile
         .max_history_messages
         .unwrap_or(config.memory.max_messages);
-    let voice = VoiceSettings::of(&profile);
-    let user: Arc<str> = message.into();
+    let user: Arc<str> = request.message.into();
     let cancel = CancellationToken::new();
-    // Wait for this session's turns ahead (or steer over them) before reading its history.
-    let ticket = match &session_key {
-        Some(key) => {
-            let entry = TurnEntry {
-                user: user.clone(),
-                history_limit,
-                cancel: cancel.clone(),
-            };
-            let store = state.store().as_ref();
-            Some(
-                state
-                    .sessions()
-                    .enter(store, key, voice.queue_mode, entry)
-                    .await,
-            )
-        }
-        None => None,
+    let entry = TurnEntry {
+        user: user.clone(),
+        history_limit,
+        cancel: cancel.clone(),
     };
+    let ticket = enter_queue(state, session_key.as_deref(), voice.queue_mode, entry).await;
     // A turn that waited in its session's queue past the shutdown deadline does not start.
     if state.shutdown().is_aborted() {
         return Err(Refusal::ShuttingDown.into());
     }
-    let history = match &session_key {
-        Some(key) => state.store().history(key, history_limit).await?,
-        None => Vec::new(),
-    };
-    let system = match request.system_prompt.as_deref() {
-        None | Some("default") => state
-            .prompts()
-            .system_prompt(&profile.id, profile.system_prompt.as_deref().unwrap_or("")),
-        Some("none") => None,
-        Some(custom) if custom.trim().is_empty() => None,
-        Some(custom) => Some(custom.into()),
-    };
-    let mut messages = Vec::with_capacity(history.len() + 2);
-    messages.extend(system.map(ChatMessage::system));
-    match options.conversation {
-        Some(conversation) => messages.extend(conversation),
+    let system = system_prompt(state, &profile, request.system_prompt.as_deref());
+    let messages = match options.conversation {
+        Some(conversation) => compose(system, conversation, None),
         None => {
-            messages.extend(history);
-            messages.push(ChatMessage::user(user.clone()));
+            let history = history(state, session_key.as_deref(), history_limit).await?;
+            compose(system, history, Some(&user))
         }
-    }
-
+    };
     let turn = Turn {
         messages,
         model: profile.model.clone(),
@@ -271,50 +212,43 @@ async fn prepare(
         agent_id: request.agent_id,
         cancel: cancel.clone(),
     };
-    let gateway_id = candidates[0].gateway.id().to_string();
-    state.metrics().request(&profile.id, &gateway_id);
-    tracing::debug!(profile = %profile.id, gateway = %gateway_id, "turn started");
-
-    let saw_error = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(OnceLock::new());
-    let observe = observer(state, &profile.id, &gateway_id, &saw_error, &answered);
-    let upstream = failover::events(candidates, turn, observe);
-    let tail = Tail {
-        state: state.clone(),
-        primary: gateway_id.clone(),
-        answered,
+    let sentences = request
+        .sentences
+        .unwrap_or(voice.sentence_events)
+        .then(|| SentenceSplitter::new(voice.min_sentence_chars));
+    let memory = Memory {
         session_key,
         user,
         history_limit,
-        started,
-        ttft: None,
-        done: false,
-        saw_error,
-        cancel,
-        interrupt: ticket
-            .as_ref()
-            .map(|t| CancelWatch::new(t.interrupted_token())),
         ticket,
-        sentences: request
-            .sentences
-            .unwrap_or(voice.sentence_events)
-            .then(|| SentenceSplitter::new(voice.min_sentence_chars)),
-        actions: Vec::new(),
-        out: VecDeque::new(),
-        _in_flight: state.metrics().stream_open(),
-        _admission: admission,
     };
-    let events = TurnStream {
-        upstream: Some(upstream),
-        aborted: CancelWatch::new(state.shutdown().abort_token()),
-        storing: None,
-        tail,
+    let parts = StreamParts {
+        started,
+        cancel,
+        sentences,
+        admission,
     };
-    Ok(StartedTurn {
-        profile,
-        gateway: gateway_id,
-        events: Box::pin(events),
-    })
+    Ok(launch(state, profile, candidates, turn, memory, parts))
+}
+
+/// The message (or the client-supplied conversation) is present and within the limit.
+fn check_message(
+    request: &TurnRequest,
+    options: &TurnOptions,
+    max_chars: usize,
+) -> Result<(), TurnError> {
+    if let Some(conversation) = &options.conversation {
+        check_conversation(conversation, max_chars)?;
+    } else if request.message.trim().is_empty() {
+        return Err(TurnError::BadRequest("message must not be empty".into()));
+    }
+    let chars = request.message.chars().count();
+    if chars > max_chars {
+        return Err(TurnError::BadRequest(format!(
+            "message is {chars} characters long; the limit is {max_chars}"
+        )));
+    }
+    Ok(())
 }
 
 /// A client-supplied conversation: at least one message, each within the message limit.
@@ -333,6 +267,175 @@ fn check_conversation(conversation: &[ChatMessage], max_chars: usize) -> Result<
         }
     }
     Ok(())
+}
+
+/// The profile a client names (the configured `default_profile` when it names none or an
+/// empty one): a malformed id and an unknown one are different errors.
+pub fn find_profile(state: &AppState, id: Option<&str>) -> Result<Arc<Profile>, TurnError> {
+    let id = id
+        .filter(|p| !p.is_empty())
+        .unwrap_or(&state.config().default_profile);
+    if !is_valid_id(id) {
+        return Err(TurnError::BadProfileId(id.to_string()));
+    }
+    state
+        .profiles()
+        .get(id)
+        .cloned()
+        .ok_or_else(|| TurnError::UnknownProfile(id.to_string()))
+}
+
+/// A 400 unless `key` is a valid session key.
+pub fn check_session_key(key: &str) -> Result<(), TurnError> {
+    if is_valid_session_key(key) {
+        return Ok(());
+    }
+    Err(TurnError::BadRequest(format!(
+        "invalid session key (expected 1-{MAX_SESSION_KEY_LEN} of A-Z, a-z, 0-9, . _ : -)"
+    )))
+}
+
+/// The session whose memory the turn reads and extends: the request's, else the profile's;
+/// none for a client-supplied conversation, which is complete.
+fn session_key_of(
+    requested: Option<String>,
+    profile: &Profile,
+    options: &TurnOptions,
+) -> Result<Option<String>, TurnError> {
+    let key = requested
+        .filter(|k| !k.is_empty())
+        .or_else(|| profile.session_key.clone())
+        .filter(|_| options.conversation.is_none());
+    if let Some(key) = &key {
+        check_session_key(key)?;
+    }
+    Ok(key)
+}
+
+/// A place within the stream limits, unless the host is draining.
+fn admit(state: &AppState, session_key: Option<&str>) -> Result<Admission, TurnError> {
+    if state.shutdown().is_draining() {
+        return Err(Refusal::ShuttingDown.into());
+    }
+    Ok(state.limits().admit(session_key)?)
+}
+
+/// Waits for this session's turns ahead (or steers over them) before its history is read.
+async fn enter_queue(
+    state: &AppState,
+    session_key: Option<&str>,
+    mode: QueueMode,
+    entry: TurnEntry,
+) -> Option<Ticket> {
+    let key = session_key?;
+    let store = state.store().as_ref();
+    Some(state.sessions().enter(store, key, mode, entry).await)
+}
+
+/// The session's stored history (nothing without a session).
+async fn history(
+    state: &AppState,
+    session_key: Option<&str>,
+    limit: usize,
+) -> Result<Vec<ChatMessage>, TurnError> {
+    match session_key {
+        Some(key) => Ok(state.store().history(key, limit).await?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The turn's system prompt: `"default"`/absent is the prompt file plus the profile's
+/// prompt, `"none"` or blank is none, anything else is used as is.
+fn system_prompt(state: &AppState, profile: &Profile, requested: Option<&str>) -> Option<Arc<str>> {
+    match requested {
+        None | Some("default") => state
+            .prompts()
+            .system_prompt(&profile.id, profile.system_prompt.as_deref().unwrap_or("")),
+        Some("none") => None,
+        Some(custom) if custom.trim().is_empty() => None,
+        Some(custom) => Some(custom.into()),
+    }
+}
+
+/// The messages sent: the system prompt, then `earlier`, then the user message if any.
+fn compose(
+    system: Option<Arc<str>>,
+    earlier: Vec<ChatMessage>,
+    user: Option<&Arc<str>>,
+) -> Vec<ChatMessage> {
+    let mut messages = Vec::with_capacity(earlier.len() + 2);
+    messages.extend(system.map(ChatMessage::system));
+    messages.extend(earlier);
+    messages.extend(user.map(|u| ChatMessage::user(u.clone())));
+    messages
+}
+
+/// What a turn's memory needs: its session, user message, history cap and queue ticket.
+struct Memory {
+    session_key: Option<String>,
+    user: Arc<str>,
+    history_limit: usize,
+    ticket: Option<Ticket>,
+}
+
+/// The rest a turn's stream holds: its start, cancellation, sentence splitter and admission.
+struct StreamParts {
+    started: Instant,
+    cancel: CancellationToken,
+    sentences: Option<SentenceSplitter>,
+    admission: Admission,
+}
+
+/// Sends `turn` through failover and wraps the events in the turn's [`TurnStream`].
+fn launch(
+    state: &AppState,
+    profile: Arc<Profile>,
+    candidates: Vec<Candidate>,
+    turn: Turn,
+    memory: Memory,
+    parts: StreamParts,
+) -> StartedTurn {
+    let gateway_id = candidates[0].gateway.id().to_string();
+    state.metrics().request(&profile.id, &gateway_id);
+    tracing::debug!(profile = %profile.id, gateway = %gateway_id, "turn started");
+    let saw_error = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(OnceLock::new());
+    let observe = observer(state, &profile.id, &gateway_id, &saw_error, &answered);
+    let upstream = failover::events(candidates, turn, observe);
+    let tail = Tail {
+        state: state.clone(),
+        primary: gateway_id.clone(),
+        answered,
+        session_key: memory.session_key,
+        user: memory.user,
+        history_limit: memory.history_limit,
+        started: parts.started,
+        ttft: None,
+        done: false,
+        saw_error,
+        cancel: parts.cancel,
+        interrupt: memory
+            .ticket
+            .as_ref()
+            .map(|t| CancelWatch::new(t.interrupted_token())),
+        ticket: memory.ticket,
+        sentences: parts.sentences,
+        actions: Vec::new(),
+        out: VecDeque::new(),
+        _in_flight: state.metrics().stream_open(),
+        _admission: parts.admission,
+    };
+    let events = TurnStream {
+        upstream: Some(upstream),
+        aborted: CancelWatch::new(state.shutdown().abort_token()),
+        storing: None,
+        tail,
+    };
+    StartedTurn {
+        profile,
+        gateway: gateway_id,
+        events: Box::pin(events),
+    }
 }
 
 /// Metrics and logs of a turn's attempts; records which gateway answered in `answered` when it

@@ -21,7 +21,9 @@ pub trait SessionStore: Send + Sync {
     /// The last `limit` messages of a session, oldest first (empty for an unknown key).
     async fn history(&self, key: &str, limit: usize) -> Result<Vec<ChatMessage>, StoreError>;
 
-    /// Append a completed turn's messages, then keep only the last `cap` messages.
+    /// Append a completed turn's messages, then keep only the last `cap` messages. An error
+    /// means the messages are not stored and never will be (a write that may still land later
+    /// must not be reported as failed).
     async fn append(
         &self,
         key: &str,

@@ -6,17 +6,25 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_core::testing::RedisServer;
+use gateway_core::testing::{RedisOptions, RedisServer};
 use gateway_core::{ChatMessage, RedisStore, RedisStoreConfig, SessionStore, ToolCall};
 
+fn config(redis: &RedisServer, prefix: &str) -> RedisStoreConfig {
+    let mut config = RedisStoreConfig::new(redis.url(), prefix);
+    config.ca_file = redis.ca_file();
+    config
+}
+
 async fn store(redis: &RedisServer, prefix: &str, ttl: Duration) -> RedisStore {
-    RedisStore::connect(RedisStoreConfig {
-        url: redis.url(),
-        key_prefix: prefix.into(),
-        idle_ttl: ttl,
-    })
-    .await
-    .unwrap()
+    let mut config = config(redis, prefix);
+    config.idle_ttl = ttl;
+    RedisStore::connect(config).await.unwrap()
+}
+
+async fn store_with_write_timeout(redis: &RedisServer, write_timeout: Duration) -> RedisStore {
+    let mut config = config(redis, "w:");
+    config.write_timeout = write_timeout;
+    RedisStore::connect(config).await.unwrap()
 }
 
 fn turn(i: usize) -> Vec<ChatMessage> {
@@ -135,15 +143,151 @@ async fn unreachable_redis_is_a_clear_error_without_the_password() {
         .local_addr()
         .unwrap()
         .port();
-    let error = RedisStore::connect(RedisStoreConfig {
-        url: format!("redis://:hunter2secret@127.0.0.1:{port}/"),
-        key_prefix: "x:".into(),
-        idle_ttl: Duration::from_secs(60),
-    })
+    let error = RedisStore::connect(RedisStoreConfig::new(
+        format!("redis://:hunter2secret@127.0.0.1:{port}/"),
+        "x:",
+    ))
     .await
     .err()
     .expect("connect must fail");
     let text = error.to_string();
     assert!(text.contains("127.0.0.1"), "{text}");
+    assert!(text.contains("connection refused"), "{text}");
     assert!(!text.contains("hunter2secret"), "{text}");
+}
+
+fn texts(history: &[ChatMessage]) -> Vec<&str> {
+    history.iter().map(|m| &*m.content).collect()
+}
+
+#[tokio::test]
+async fn bookkeeping_keys_are_not_counted_as_sessions() {
+    let redis = RedisServer::start();
+    let store = store(&redis, "t6:", Duration::from_secs(60)).await;
+    store.append("s", turn(1), 20).await.unwrap();
+    let client = redis::Client::open(redis.url().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t6:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "the session and its write id: {keys:?}");
+    assert_eq!(store.session_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_first_read_after_redis_came_back_succeeds() {
+    let mut redis = RedisServer::start();
+    let store = store(&redis, "t7:", Duration::from_secs(60)).await;
+    store.append("s", turn(1), 20).await.unwrap();
+    redis.stop();
+    let error = store.history("s", 20).await.unwrap_err().to_string();
+    assert!(
+        error.contains(&format!("redis at 127.0.0.1:{}", redis.port())),
+        "{error}"
+    );
+    assert!(
+        error.contains("connection lost") || error.contains("connection refused"),
+        "says what happened: {error}"
+    );
+    redis.restart();
+    // The data died with the process (no persistence); the connection comes back at once.
+    assert!(store.history("s", 20).await.unwrap().is_empty());
+    store.append("s", turn(2), 20).await.unwrap();
+    assert_eq!(texts(&store.history("s", 20).await.unwrap()), ["q2", "a2"]);
+}
+
+#[tokio::test]
+async fn a_write_to_a_dead_redis_fails_within_its_bound_and_says_so() {
+    let mut redis = RedisServer::start();
+    let store = store_with_write_timeout(&redis, Duration::from_millis(300)).await;
+    redis.stop();
+    let error = store
+        .append("s", turn(1), 20)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("the turn was not stored"), "{error}");
+    assert!(!error.ends_with("Io"), "{error}");
+}
+
+#[tokio::test]
+async fn a_write_that_timed_out_on_a_paused_redis_never_lands_later() {
+    let redis = RedisServer::start();
+    let store = store_with_write_timeout(&redis, Duration::from_millis(400)).await;
+    // Loads the script, so the paused write is a whole EVALSHA waiting in the socket.
+    store.append("warm-up", turn(0), 20).await.unwrap();
+    redis.pause();
+    let error = store
+        .append("s", turn(1), 20)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("the turn was not stored"), "{error}");
+    redis.resume();
+    // The write still sitting in the paused server's socket ran after its deadline: no-op.
+    assert!(store.history("s", 20).await.unwrap().is_empty());
+    store.append("s", turn(2), 20).await.unwrap();
+    assert_eq!(texts(&store.history("s", 20).await.unwrap()), ["q2", "a2"]);
+}
+
+#[tokio::test]
+async fn a_write_during_a_short_pause_lands_once_and_is_reported_stored() {
+    let redis = RedisServer::start();
+    let store = Arc::new(store_with_write_timeout(&redis, Duration::from_secs(10)).await);
+    redis.pause();
+    let write = {
+        let store = store.clone();
+        tokio::spawn(async move { store.append("s", turn(1), 20).await })
+    };
+    // The pause's length, not a synchronisation: the outcome is the same for any length
+    // shorter than the write timeout.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.resume();
+    write.await.unwrap().unwrap();
+    assert_eq!(texts(&store.history("s", 20).await.unwrap()), ["q1", "a1"]);
+}
+
+#[tokio::test]
+async fn an_append_only_redis_keeps_sessions_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::with(RedisOptions {
+        data_dir: Some(dir.path().into()),
+        ..RedisOptions::default()
+    });
+    let store = store(&redis, "t8:", Duration::from_secs(60)).await;
+    store.append("s", turn(1), 20).await.unwrap();
+    redis.restart();
+    assert_eq!(texts(&store.history("s", 20).await.unwrap()), ["q1", "a1"]);
+}
+
+#[tokio::test]
+async fn rediss_with_the_configured_ca_and_not_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::with(RedisOptions {
+        password: Some("tls-PASSWORD-77".into()),
+        tls_dir: Some(dir.path().into()),
+        ..RedisOptions::default()
+    });
+    assert!(redis.url().starts_with("rediss://"));
+    let store = store(&redis, "t9:", Duration::from_secs(60)).await;
+    store.append("s", turn(1), 20).await.unwrap();
+    assert_eq!(texts(&store.history("s", 20).await.unwrap()), ["q1", "a1"]);
+    // The system's roots do not know the throwaway CA.
+    let error = RedisStore::connect(RedisStoreConfig::new(redis.url(), "t9:"))
+        .await
+        .err()
+        .expect("an unknown CA is refused")
+        .to_string();
+    assert!(
+        error.contains(&format!("redis at 127.0.0.1:{}", redis.port())),
+        "{error}"
+    );
+    assert!(!error.contains("tls-PASSWORD-77"), "{error}");
+    // A CA file that cannot be read is named.
+    let mut config = config(&redis, "t9:");
+    config.ca_file = Some(dir.path().join("missing.pem"));
+    let error = RedisStore::connect(config).await.err().unwrap().to_string();
+    assert!(error.contains("missing.pem"), "{error}");
 }

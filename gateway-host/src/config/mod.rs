@@ -95,10 +95,19 @@ pub const DEFAULT_REDIS_KEY_PREFIX: &str = "gateway:session:";
 pub struct MemoryConfig {
     /// Store backend: `memory` (per process) or `redis` (shared by replicas).
     pub backend: MemoryBackend,
-    /// `redis://[:password@]host:port/db` for the `redis` backend; its password is never shown.
+    /// `redis://[:password@]host:port/db` (or `rediss://` for TLS) for the `redis` backend;
+    /// its password is never shown.
     pub redis_url: String,
+    /// PEM file of the CA that signed the Redis server's certificate (`rediss://`); the
+    /// system's roots when empty.
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key the store writes.
     pub redis_key_prefix: String,
+    /// How long a turn's memory write is retried before `text_done` says it was not stored.
+    pub write_timeout_ms: u64,
+    /// Lease of a replica on a session's in-flight turn (`redis`): renewed while the turn
+    /// runs, so a replica that dies leaves the session free after at most this long.
+    pub lease_ms: u64,
     /// Messages sent and kept per session unless a profile sets `context.max_history_messages`.
     pub max_messages: usize,
     /// Most sessions held in memory.
@@ -112,7 +121,10 @@ impl Default for MemoryConfig {
         Self {
             backend: MemoryBackend::Memory,
             redis_url: String::new(),
+            redis_ca_file: None,
             redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.into(),
+            write_timeout_ms: 2000,
+            lease_ms: 5000,
             max_messages: gateway_core::DEFAULT_HISTORY,
             max_sessions: 100_000,
             idle_ttl_secs: 86_400,
@@ -125,7 +137,10 @@ impl std::fmt::Debug for MemoryConfig {
         f.debug_struct("MemoryConfig")
             .field("backend", &self.backend)
             .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_ca_file", &self.redis_ca_file)
             .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("write_timeout_ms", &self.write_timeout_ms)
+            .field("lease_ms", &self.lease_ms)
             .field("max_messages", &self.max_messages)
             .field("max_sessions", &self.max_sessions)
             .field("idle_ttl_secs", &self.idle_ttl_secs)
@@ -384,15 +399,18 @@ impl HostConfig {
             if url.is_empty() {
                 return bad("memory.backend 'redis' needs memory.redis_url".into());
             }
-            if !["redis://", "redis+unix://", "unix://"]
+            if !["redis://", "rediss://", "redis+unix://", "unix://"]
                 .iter()
                 .any(|scheme| url.starts_with(scheme))
             {
                 return bad(format!(
-                    "memory.redis_url must start with redis:// (got '{}')",
+                    "memory.redis_url must start with redis:// or rediss:// (got '{}')",
                     redact_url(url)
                 ));
             }
+        }
+        if self.memory.write_timeout_ms < 100 || self.memory.lease_ms < 300 {
+            return bad("memory.write_timeout_ms must be >= 100 and memory.lease_ms >= 300".into());
         }
         if self.memory.max_messages == 0 || self.memory.max_sessions == 0 {
             return bad("memory.max_messages and memory.max_sessions must be > 0".into());

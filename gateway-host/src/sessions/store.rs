@@ -24,15 +24,21 @@ pub fn memory(config: &MemoryConfig) -> Arc<dyn SessionStore> {
 pub async fn open(config: &MemoryConfig) -> Result<Arc<dyn SessionStore>, StoreError> {
     match config.backend {
         MemoryBackend::Redis => {
-            let store = RedisStore::connect(RedisStoreConfig {
-                url: config.redis_url.clone(),
-                key_prefix: config.redis_key_prefix.clone(),
-                idle_ttl: Duration::from_secs(config.idle_ttl_secs),
-            })
-            .await?;
+            let store = RedisStore::connect(redis_config(config)).await?;
             Ok(Arc::new(store))
         }
         MemoryBackend::Memory => Ok(memory(config)),
+    }
+}
+
+/// The Redis store's settings from `memory.*`.
+pub fn redis_config(config: &MemoryConfig) -> RedisStoreConfig {
+    RedisStoreConfig {
+        url: config.redis_url.clone(),
+        key_prefix: config.redis_key_prefix.clone(),
+        idle_ttl: Duration::from_secs(config.idle_ttl_secs),
+        ca_file: config.redis_ca_file.clone(),
+        write_timeout: Duration::from_millis(config.write_timeout_ms),
     }
 }
 

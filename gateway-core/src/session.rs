@@ -285,6 +285,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tool_exchange_is_kept_whole_and_in_order() {
+        let store = MemoryStore::default();
+        let call = crate::ToolCall::new("c1", "get_time", "{}");
+        let exchange = vec![
+            ChatMessage::user("Time?"),
+            ChatMessage::assistant_with_tool_calls("One moment.", vec![call]),
+            ChatMessage::tool_result("c1", "09:30"),
+            ChatMessage::assistant("It is half past nine."),
+        ];
+        store.append("s", exchange.clone(), 20).await.unwrap();
+        assert_eq!(store.history("s", 20).await.unwrap(), exchange);
+    }
+
+    #[tokio::test]
     async fn bounded_in_sessions() {
         let store = MemoryStore::new(MemoryStoreConfig {
             max_sessions: 10,

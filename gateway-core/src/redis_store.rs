@@ -13,7 +13,7 @@ use redis::AsyncCommands;
 
 use crate::error::StoreError;
 use crate::message::ChatMessage;
-use crate::session::SessionStore;
+use crate::session::{starts_history, SessionStore};
 
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
@@ -95,9 +95,16 @@ impl SessionStore for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| unavailable(&self.host, &e))?;
-        raw.iter()
+        let mut messages = raw
+            .iter()
             .map(|item| serde_json::from_str(item).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect()
+            .collect::<Result<Vec<ChatMessage>, _>>()?;
+        let start = messages
+            .iter()
+            .position(starts_history)
+            .unwrap_or(messages.len());
+        messages.drain(..start);
+        Ok(messages)
     }
 
     async fn append(

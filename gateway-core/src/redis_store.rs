@@ -21,7 +21,7 @@ use redis::{ErrorKind, FromRedisValue, RedisError};
 
 use crate::error::StoreError;
 use crate::message::ChatMessage;
-use crate::session::SessionStore;
+use crate::session::{starts_history, SessionStore};
 
 /// How long one Redis command (and one connection attempt) may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -302,9 +302,16 @@ impl SessionStore for RedisStore {
         pipe.lrange(&key, -(limit as isize), -1)
             .expire(&key, self.ttl_secs);
         let (raw, _): (Vec<String>, i64) = self.run(Query::Pipe(&pipe)).await?;
-        raw.iter()
+        let mut messages = raw
+            .iter()
             .map(|item| serde_json::from_str(item).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect()
+            .collect::<Result<Vec<ChatMessage>, _>>()?;
+        let start = messages
+            .iter()
+            .position(starts_history)
+            .unwrap_or(messages.len());
+        messages.drain(..start);
+        Ok(messages)
     }
 
     async fn append(

@@ -9,16 +9,23 @@ use hashlink::LinkedHashMap;
 use parking_lot::Mutex;
 
 use crate::error::StoreError;
-use crate::message::ChatMessage;
+use crate::message::{ChatMessage, Role};
 
 /// Default number of messages kept per session.
 pub const DEFAULT_HISTORY: usize = 20;
+
+/// True for a message a history may start with. A tool result whose call was trimmed away
+/// is not one: upstreams reject a `tool` message without the assistant call before it.
+pub(crate) fn starts_history(message: &ChatMessage) -> bool {
+    message.role != Role::Tool
+}
 
 /// Stores the history of each session. Implementations must make `append` atomic per key,
 /// so the messages of two turns of one session never interleave.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// The last `limit` messages of a session, oldest first (empty for an unknown key).
+    /// The last `limit` messages of a session, oldest first (empty for an unknown key), less
+    /// any tool results at the front whose call fell outside them.
     async fn history(&self, key: &str, limit: usize) -> Result<Vec<ChatMessage>, StoreError>;
 
     /// Append a completed turn's messages, then keep only the last `cap` messages. An error
@@ -95,7 +102,8 @@ impl Lru {
         };
         entry.touched = now;
         let skip = entry.history.len().saturating_sub(limit);
-        entry.history.iter().skip(skip).cloned().collect()
+        let kept = entry.history.iter().skip(skip);
+        kept.skip_while(|m| !starts_history(m)).cloned().collect()
     }
 
     fn append(&mut self, key: &str, messages: Vec<ChatMessage>, cap: usize, now: Instant) {
@@ -284,6 +292,23 @@ mod tests {
         let history = lru.history("s", 20, now);
         let texts: Vec<&str> = history.iter().map(|m| &*m.content).collect();
         assert_eq!(texts, ["a3", "q4", "a4"]);
+    }
+
+    #[tokio::test]
+    async fn a_tool_exchange_is_kept_whole_and_in_order() {
+        let store = MemoryStore::default();
+        let call = crate::ToolCall::new("c1", "get_time", "{}");
+        let exchange = vec![
+            ChatMessage::user("Time?"),
+            ChatMessage::assistant_with_tool_calls("One moment.", vec![call]),
+            ChatMessage::tool_result("c1", "09:30"),
+            ChatMessage::assistant("It is half past nine."),
+        ];
+        store.append("s", exchange.clone(), 20).await.unwrap();
+        assert_eq!(store.history("s", 20).await.unwrap(), exchange);
+        // A window that cuts the call off does not start with its orphaned result.
+        assert_eq!(store.history("s", 2).await.unwrap(), exchange[3..]);
+        assert_eq!(store.history("s", 3).await.unwrap(), exchange[1..]);
     }
 
     #[tokio::test]

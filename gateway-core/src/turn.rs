@@ -1,5 +1,7 @@
 //! A turn: everything a gateway needs to answer one user message.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +21,8 @@ pub struct Turn {
     /// Request fields the host does not use itself (`tools`, `tool_choice`, `response_format`,
     /// `stop`, `top_p`, `seed`, vendor keys, ...), for gateways that forward them unchanged.
     /// Where the host sets a field of its own (model, messages, max_tokens, ...) it wins.
-    pub extra: Map<String, Value>,
+    /// Shared, so the rounds and retries of one turn reuse a long tool list without copying.
+    pub extra: Arc<Map<String, Value>>,
     /// Session key the turn belongs to, if any.
     pub session_key: Option<String>,
     /// Agent id passed by the client, if any.

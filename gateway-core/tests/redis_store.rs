@@ -112,6 +112,8 @@ async fn a_tool_exchange_is_stored_and_replayed_as_sent() {
     store.append("s", exchange.clone(), 20).await.unwrap();
     let history = store.history("s", 20).await.unwrap();
     assert_eq!(history, exchange);
+    // A window that cuts the call off does not start with its orphaned result.
+    assert_eq!(store.history("s", 2).await.unwrap(), exchange[3..]);
     assert_eq!(
         serde_json::to_value(&history[1]).unwrap(),
         serde_json::json!({"role": "assistant", "content": null, "tool_calls": [{

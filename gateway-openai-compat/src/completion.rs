@@ -628,9 +628,12 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic() {
         let mut next = crate::xorshift(0x2545_F491_4F6C_DD1D_u64);
-        let pieces: [&[u8]; 10] = [
+        let pieces: [&[u8]; 13] = [
             b"data: ",
             b"{\"choices\":[{\"delta\":{\"content\":\"a\"}}]}",
+            b"{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\",\"function\":{\"name\":\"f\",\"arguments\":\"{\"}}]}}]}",
+            b"{\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":{\"x\":1}}}]}}]}",
+            b"{\"choices\":[{\"finish_reason\":\"length\"}]}",
             b"\n",
             b"\r\n",
             b"[DONE]",

@@ -1,6 +1,7 @@
 //! Tool calls over real HTTP: what the upstream receives (the turn's extra request fields and
 //! messages as the client sent them) and how calls come back (events, timeouts, JSON answers).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::{ChatMessage, Event, GatewayError, ToolCall, Turn};
@@ -68,7 +69,7 @@ fn round_trip_turn() -> (Turn, Value, Value) {
     });
     let turn = Turn {
         max_tokens: Some(64),
-        extra: extra.as_object().cloned().unwrap_or_default(),
+        extra: Arc::new(extra.as_object().cloned().unwrap_or_default()),
         ..Turn::new(serde_json::from_value(messages.clone()).expect("messages parse"))
     };
     (turn, messages, extra)

@@ -59,6 +59,10 @@ pub enum Event {
         /// True when the turn was cut short by an interrupt.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         interrupted: bool,
+        /// Set by the host when the session's memory was not updated with this turn (its
+        /// store stayed unreachable): why. The next turn's history lacks this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory_error: Option<String>,
     },
     /// Final event of a failed turn, instead of `text_done`.
     Error {
@@ -82,6 +86,7 @@ impl Event {
             usage: None,
             finish_reason: None,
             interrupted: false,
+            memory_error: None,
         }
     }
 
@@ -191,6 +196,7 @@ mod tests {
             usage: None,
             finish_reason: None,
             interrupted: true,
+            memory_error: None,
         };
         assert_eq!(
             serde_json::to_value(&event).unwrap(),

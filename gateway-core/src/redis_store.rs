@@ -29,6 +29,9 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// The default of [`RedisStoreConfig::write_timeout`].
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a read keeps trying after a dropped connection or while Redis loads its data.
+pub const READ_RETRY: Duration = Duration::from_secs(1);
+
 /// Keys of this store's own bookkeeping start with `<prefix>#` (`#` is not allowed in a
 /// session key), so they are never taken for sessions.
 pub const INTERNAL_MARK: char = '#';
@@ -240,19 +243,24 @@ impl RedisStore {
         StoreError::Unavailable(describe(&self.host, error))
     }
 
-    /// Run a read (or an idempotent write); a dropped connection is tried once more, on the
-    /// connection the manager re-made.
+    /// Run a read (or an idempotent write). A dropped connection or a server still loading
+    /// its data is tried again for up to [`READ_RETRY`] (the first try after a reconnect is
+    /// made on the connection the manager re-makes); a timeout is not.
     async fn run<T: FromRedisValue>(&self, query: Query<'_>) -> Result<T, StoreError> {
-        match query.run(&mut self.conn.clone()).await {
-            Ok(value) => return Ok(value),
-            Err(e) if e.is_timeout() || !is_transient(&e) => return Err(self.unavailable(&e)),
-            // A dropped connection: once more, on the connection the manager re-makes.
-            Err(_) => {}
+        let until = Instant::now() + READ_RETRY;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let error = match query.run(&mut self.conn.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            let left = until.saturating_duration_since(Instant::now());
+            if error.is_timeout() || !is_transient(&error) || left.is_zero() {
+                return Err(self.unavailable(&error));
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
-        query
-            .run(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.unavailable(&e))
     }
 
     /// One try of a fenced, idempotent append, cut off at `until`.

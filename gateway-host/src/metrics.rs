@@ -29,6 +29,11 @@ struct FallbackLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemoryLabels {
+    what: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GatewayLabels {
     gateway: String,
 }
@@ -50,6 +55,7 @@ pub struct Metrics {
     in_flight: Gauge,
     fallbacks: Family<FallbackLabels, Counter>,
     retries: Family<ErrorLabels, Counter>,
+    memory_not_stored: Family<MemoryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -74,6 +80,7 @@ impl Metrics {
         let in_flight = Gauge::default();
         let fallbacks = Family::<FallbackLabels, Counter>::default();
         let retries = Family::<ErrorLabels, Counter>::default();
+        let memory_not_stored = Family::<MemoryLabels, Counter>::default();
         registry.register(
             "requests",
             "Conversation turns sent to a gateway, by profile and gateway (a turn that fails over counts once on each gateway it tries)",
@@ -104,6 +111,11 @@ impl Metrics {
             "Retries of the same gateway after a Retry-After, by gateway and cause",
             retries.clone(),
         );
+        registry.register(
+            "memory_not_stored",
+            "Session memory writes given up on (the store stayed unreachable): `turn` (the client was told in text_done) or `interrupted` (a cut turn's kept part)",
+            memory_not_stored.clone(),
+        );
         Self {
             registry,
             requests,
@@ -112,6 +124,7 @@ impl Metrics {
             in_flight,
             fallbacks,
             retries,
+            memory_not_stored,
         }
     }
 
@@ -153,6 +166,18 @@ impl Metrics {
                 cause: cause.into(),
             })
             .inc();
+    }
+
+    /// Count a session memory write given up on: `turn` or `interrupted`.
+    pub fn memory_not_stored(&self, what: &str) {
+        self.memory_not_stored_counter(what).inc();
+    }
+
+    /// The counter behind [`Metrics::memory_not_stored`], for parts that count on their own.
+    pub fn memory_not_stored_counter(&self, what: &str) -> Counter {
+        self.memory_not_stored
+            .get_or_create(&MemoryLabels { what: what.into() })
+            .clone()
     }
 
     /// Record a time to first token.
@@ -201,6 +226,7 @@ mod tests {
         m.ttft("openai-compat", Duration::from_millis(120));
         m.fallback("groq", "ollama");
         m.retry("groq", "http_429");
+        m.memory_not_stored("turn");
         let guard = m.stream_open();
         let text = m.render();
         assert!(text.contains(
@@ -211,6 +237,7 @@ mod tests {
         assert!(text.contains(r#"gateway_host_fallbacks_total{from="groq",to="ollama"} 1"#));
         assert!(text.contains(r#"gateway_host_retries_total{gateway="groq",cause="http_429"} 1"#));
         assert!(text.contains("gateway_host_in_flight_streams 1"));
+        assert!(text.contains(r#"gateway_host_memory_not_stored_total{what="turn"} 1"#));
         drop(guard);
         assert!(m.render().contains("gateway_host_in_flight_streams 0"));
     }

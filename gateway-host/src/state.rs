@@ -10,6 +10,7 @@ use crate::config::prompt::PromptStore;
 use crate::config::{HostConfig, MemoryBackend};
 use crate::http::auth::{Auth, AuthError};
 use crate::metrics::Metrics;
+use crate::sessions::cluster::Cluster;
 use crate::sessions::Sessions;
 use crate::shutdown::Shutdown;
 use crate::turn::limits::StreamLimits;
@@ -72,7 +73,16 @@ impl AppState {
     ) -> Result<Self, StartError> {
         Auth::from_config(&config.auth)?;
         let store = crate::sessions::store::open(&config.memory).await?;
-        Ok(Self::with_store(config, registry, env, store))
+        let cluster = match config.memory.backend {
+            MemoryBackend::Redis => Some(Cluster::connect(&config.memory).await?),
+            MemoryBackend::Memory => None,
+        };
+        let state = Self::with_store(config, registry, env, store);
+        if let Some((cluster, inbox)) = cluster {
+            let store = state.store().clone();
+            state.sessions().attach(cluster, inbox, store);
+        }
+        Ok(state)
     }
 
     fn with_store(
@@ -102,6 +112,8 @@ impl AppState {
             config.limits.max_streams,
             config.limits.max_streams_per_session,
         );
+        let metrics = Metrics::new();
+        let sessions = Sessions::counting_lost(metrics.memory_not_stored_counter("interrupted"));
         Self {
             inner: Arc::new(Shared {
                 config,
@@ -109,8 +121,8 @@ impl AppState {
                 instances,
                 prompts,
                 store,
-                metrics: Metrics::new(),
-                sessions: Sessions::new(),
+                metrics,
+                sessions,
                 auth,
                 limits,
                 shutdown: Shutdown::default(),

@@ -550,6 +550,7 @@ impl Reader {
             usage,
             finish_reason: completion.finish_reason,
             interrupted: false,
+            memory_error: None,
         }));
         self.ended = true;
     }

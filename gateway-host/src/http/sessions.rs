@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::extract::{path_param, session_key, OptionalJsonBody};
 use super::ApiError;
+use crate::sessions::cluster::RequestError;
 use crate::state::AppState;
 
 /// Most messages `GET /v1/sessions/{key}` shows (the store keeps at most a profile's cap).
@@ -35,7 +36,11 @@ pub async fn get_session(
 ) -> Result<Json<Value>, ApiError> {
     let key = key_of(key)?;
     let messages = state.store().history(&key, VIEW_LIMIT).await?;
-    let view = state.sessions().view(&key);
+    let view = state
+        .sessions()
+        .view_everywhere(&key)
+        .await
+        .map_err(unreachable_replica)?;
     Ok(Json(json!({
         "key": key,
         "backend": state.store().backend(),
@@ -64,27 +69,40 @@ pub async fn interrupt(
             )));
         }
     }
-    let cut = state
-        .sessions()
-        .interrupt(&key, heard.as_deref())
+    let sessions = state.sessions();
+    let cut = sessions
+        .interrupt_everywhere(state.store().as_ref(), &key, heard.as_deref())
+        .await
+        .map_err(unreachable_replica)?
         .ok_or_else(|| ApiError::Conflict {
             code: "not_in_flight",
             message: format!("no turn of session '{key}' is in flight"),
         })?;
-    let report = json!({
+    tracing::debug!(session = %key, streamed_chars = cut.streamed_chars, "turn interrupted by the API");
+    if let Some(message) = cut.store_error {
+        return Err(ApiError::Unavailable {
+            code: "store_unavailable",
+            message,
+        });
+    }
+    Ok(Json(json!({
         "interrupted": true,
         "key": key,
         "streamed_chars": cut.streamed_chars,
         "heard_is_prefix": cut.heard_is_prefix,
         "stored": cut.kept.assistant,
         "kept_user_message": cut.kept.user,
-    });
-    tracing::debug!(session = %key, streamed_chars = cut.streamed_chars, "turn interrupted by the API");
-    cut.store(state.store().as_ref())
-        .await
-        .map_err(|e| ApiError::Unavailable {
-            code: "store_unavailable",
-            message: format!("turn interrupted, but its memory was not stored: {e}"),
-        })?;
-    Ok(Json(report))
+    })))
+}
+
+/// Another replica (or Redis) could not be asked: 503.
+fn unreachable_replica(error: RequestError) -> ApiError {
+    let code = match error {
+        RequestError::Store(_) => "store_unavailable",
+        RequestError::NoAnswer(_) => "replica_unavailable",
+    };
+    ApiError::Unavailable {
+        code,
+        message: error.to_string(),
+    }
 }

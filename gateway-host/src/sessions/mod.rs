@@ -8,16 +8,25 @@
 //! a [`Cut`]: what memory keeps of the cut turn, written by [`Cut::store`] before the next turn
 //! of the session may read the history. A session's entry is removed when its last turn ends,
 //! so the registry holds only sessions with turns running or waiting.
+//!
+//! With `memory.backend = "redis"` the registry is attached to a [`cluster::Cluster`]: a turn
+//! also takes its session's lease in Redis before it runs, steering cuts the session's turns
+//! on every replica, and interrupts and views reach the replica that runs the turn.
 
+pub(crate) mod cluster;
 pub(crate) mod slots;
 pub(crate) mod store;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use gateway_core::{CancellationToken, ChatMessage, SessionStore, StoreError};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, OwnedMutexGuard};
+
+use cluster::{Cluster, Inbox, Lease, RequestError};
 
 /// What a new turn does with the turns of its session that are still running or waiting
 /// (`llm.queue.mode` of its profile).
@@ -66,7 +75,8 @@ impl QueueMode {
 }
 
 /// Who ended a turn early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CutBy {
     /// `POST /v1/sessions/{key}/interrupt`.
     Api,
@@ -77,7 +87,7 @@ pub enum CutBy {
 }
 
 /// What memory keeps of a cut turn.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kept {
     /// Whether the user message is stored.
     pub user: bool,
@@ -118,7 +128,14 @@ struct ControlState {
     /// Text streamed to the client so far.
     streamed: String,
     /// The session's turn lock while this turn runs (or a cut of it stores memory).
-    guard: Option<OwnedMutexGuard<()>>,
+    guard: Option<Hold>,
+}
+
+/// What a running turn holds: its session's lock in this process and, with a cluster, the
+/// session's lease in Redis.
+struct Hold {
+    _local: OwnedMutexGuard<()>,
+    _shared: Option<Lease>,
 }
 
 /// One turn as the registry sees it.
@@ -171,12 +188,16 @@ pub struct Cut {
     pub kept: Kept,
     user: Arc<str>,
     history_limit: usize,
-    _guard: Option<OwnedMutexGuard<()>>,
+    _guard: Option<Hold>,
 }
 
 impl Cut {
     /// Append what is kept to the session's memory, then let the next turn run.
     pub async fn store(self, store: &dyn SessionStore) -> Result<(), StoreError> {
+        self.store_ref(store).await
+    }
+
+    async fn store_ref(&self, store: &dyn SessionStore) -> Result<(), StoreError> {
         if !self.kept.user {
             return Ok(());
         }
@@ -184,6 +205,30 @@ impl Cut {
         messages.extend(self.kept.assistant.as_deref().map(ChatMessage::assistant));
         store.append(&self.key, messages, self.history_limit).await
     }
+
+    /// What the cut did, for the interrupt's answer; `store_error` says why memory was not
+    /// updated when [`Cut::store`] failed.
+    fn report(&self, store_error: Option<String>) -> CutReport {
+        CutReport {
+            streamed_chars: self.streamed_chars,
+            heard_is_prefix: self.heard_is_prefix,
+            kept: self.kept.clone(),
+            store_error,
+        }
+    }
+}
+
+/// What an interrupt did, wherever the turn ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutReport {
+    /// Characters streamed to the client before the cut.
+    pub streamed_chars: usize,
+    /// Whether `heard` was a prefix of the streamed text (`None` without `heard`).
+    pub heard_is_prefix: Option<bool>,
+    /// What memory keeps.
+    pub kept: Kept,
+    /// Why memory was not updated, when it was not.
+    pub store_error: Option<String>,
 }
 
 /// A session's queue: the turn lock (first come, first served) and its turns in arrival order.
@@ -196,6 +241,10 @@ struct Slot {
 struct Inner {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     changes: watch::Sender<u64>,
+    /// The other replicas, with `memory.backend = "redis"`.
+    cluster: OnceLock<Cluster>,
+    /// Counts cut turns whose memory could not be stored.
+    lost: Counter,
 }
 
 impl Inner {
@@ -210,14 +259,18 @@ pub struct Sessions {
     inner: Arc<Inner>,
 }
 
+/// A registry reference that does not keep it alive (for its cluster's tasks).
+pub(crate) struct WeakSessions(Weak<Inner>);
+
+impl WeakSessions {
+    fn upgrade(&self) -> Option<Sessions> {
+        self.0.upgrade().map(|inner| Sessions { inner })
+    }
+}
+
 impl Default for Sessions {
     fn default() -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                slots: Mutex::new(HashMap::new()),
-                changes: watch::Sender::new(0),
-            }),
-        }
+        Self::counting_lost(Counter::default())
     }
 }
 
@@ -228,7 +281,7 @@ impl std::fmt::Debug for Sessions {
 }
 
 /// The registry's view of one session.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionView {
     /// A turn is running (or storing its memory).
     pub in_flight: bool,
@@ -255,16 +308,75 @@ impl Sessions {
         Self::default()
     }
 
+    /// An empty registry counting in `lost` the cut turns whose memory was not stored.
+    pub fn counting_lost(lost: Counter) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                slots: Mutex::new(HashMap::new()),
+                changes: watch::Sender::new(0),
+                cluster: OnceLock::new(),
+                lost,
+            }),
+        }
+    }
+
+    /// Share this registry's turns with the other replicas of `cluster`; requests from them
+    /// are answered with memory written to `store`.
+    pub(crate) fn attach(&self, cluster: Cluster, inbox: Inbox, store: Arc<dyn SessionStore>) {
+        cluster.start(inbox, self, store);
+        if self.inner.cluster.set(cluster).is_err() {
+            tracing::warn!("the session registry already has a cluster");
+        }
+    }
+
+    /// The other replicas, when memory is shared through Redis.
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.get()
+    }
+
+    fn downgrade(&self) -> WeakSessions {
+        WeakSessions(Arc::downgrade(&self.inner))
+    }
+
+    /// Cut every turn of session `key` in this process (running and waiting), for a steering
+    /// turn of another replica.
+    pub fn cut_all(&self, key: &str, by: CutBy) -> Vec<Cut> {
+        let cuts: Vec<Cut> = {
+            let slots = self.inner.slots.lock();
+            let Some(slot) = slots.get(key) else {
+                return Vec::new();
+            };
+            let turns = slot.turns.lock();
+            turns.iter().filter_map(|c| c.cut(key, None, by)).collect()
+        };
+        if !cuts.is_empty() {
+            self.inner.changed();
+        }
+        cuts
+    }
+
+    /// Store what is kept of `cut` (then let the session's next turn run) and report it; a
+    /// failure is logged and counted.
+    pub async fn store_cut(&self, cut: Cut, store: &dyn SessionStore) -> CutReport {
+        let error = cut.store_ref(store).await.err().map(|e| {
+            self.inner.lost.inc();
+            tracing::warn!(session = %cut.key, error = %e, "could not store the interrupted turn in session memory");
+            format!("turn interrupted, but its memory was not stored: {e}")
+        });
+        cut.report(error)
+    }
+
     /// Join the queue of session `key` and wait until this turn may run. Steering modes first
-    /// cut every turn ahead and store what is kept of them. Returns early, already cut, when a
-    /// later turn steers over this one while it waits. Dropping the future leaves the queue.
+    /// cut every turn ahead (on every replica, with a cluster) and store what is kept of them.
+    /// Returns early, already cut, when a later turn steers over this one while it waits.
+    /// Dropping the future leaves the queue. Fails only when the cluster's Redis does.
     pub async fn enter(
         &self,
         store: &dyn SessionStore,
         key: &str,
         mode: QueueMode,
         entry: TurnEntry,
-    ) -> Ticket {
+    ) -> Result<Ticket, StoreError> {
         let control = Arc::new(Control {
             user: entry.user,
             history_limit: entry.history_limit,
@@ -276,46 +388,71 @@ impl Sessions {
                 guard: None,
             }),
         });
-        let (ticket, cuts) = {
-            let mut slots = self.inner.slots.lock();
-            let slot = slots.entry(key.to_string()).or_default().clone();
-            let mut turns = slot.turns.lock();
-            let cuts: Vec<Cut> = match mode.cuts_as() {
-                Some(by) => turns.iter().filter_map(|c| c.cut(key, None, by)).collect(),
-                None => Vec::new(),
-            };
-            turns.push(control.clone());
-            drop(turns);
-            let ticket = Ticket {
-                inner: self.inner.clone(),
-                key: key.to_string(),
-                slot,
-                control,
-            };
-            (ticket, cuts)
-        };
+        let (ticket, cuts) = self.join(key, mode, control);
         self.inner.changed();
         for cut in cuts {
             tracing::debug!(session = %key, mode = mode.as_str(), streamed_chars = cut.streamed_chars,
                 "turn steered over");
-            if let Err(e) = cut.store(store).await {
-                tracing::warn!(error = %e, "could not store the interrupted turn in session memory");
+            self.store_cut(cut, store).await;
+        }
+        if let (Some(cluster), Some(by)) = (self.cluster(), mode.cuts_as()) {
+            for cut in cluster.cut_elsewhere(key, by).await? {
+                tracing::debug!(session = %key, mode = mode.as_str(), streamed_chars = cut.streamed_chars,
+                    "turn steered over on another replica");
             }
         }
-        let lock = ticket.slot.lock.clone();
-        tokio::select! {
-            biased;
-            () = ticket.control.interrupted.cancelled() => {}
-            guard = lock.lock_owned() => {
-                let mut state = ticket.control.state.lock();
-                if state.phase == Phase::Waiting {
-                    state.phase = Phase::Running;
-                    state.guard = Some(guard);
-                }
-            }
-        }
+        self.take_turn(&ticket).await?;
         self.inner.changed();
-        ticket
+        Ok(ticket)
+    }
+
+    /// Put `control` at the end of session `key`'s queue, cutting the turns ahead when `mode`
+    /// steers.
+    fn join(&self, key: &str, mode: QueueMode, control: Arc<Control>) -> (Ticket, Vec<Cut>) {
+        let mut slots = self.inner.slots.lock();
+        let slot = slots.entry(key.to_string()).or_default().clone();
+        let mut turns = slot.turns.lock();
+        let cuts: Vec<Cut> = match mode.cuts_as() {
+            Some(by) => turns.iter().filter_map(|c| c.cut(key, None, by)).collect(),
+            None => Vec::new(),
+        };
+        turns.push(control.clone());
+        drop(turns);
+        let ticket = Ticket {
+            inner: self.inner.clone(),
+            key: key.to_string(),
+            slot,
+            control,
+        };
+        (ticket, cuts)
+    }
+
+    /// Wait for the session's lock in this process, then for its lease across replicas; the
+    /// turn runs once it holds both (unless it was cut meanwhile).
+    async fn take_turn(&self, ticket: &Ticket) -> Result<(), StoreError> {
+        let control = &ticket.control;
+        let lock = ticket.slot.lock.clone();
+        let local = tokio::select! {
+            biased;
+            () = control.interrupted.cancelled() => return Ok(()),
+            guard = lock.lock_owned() => guard,
+        };
+        let shared = match self.cluster() {
+            Some(cluster) => match cluster.lock(&ticket.key, &control.interrupted).await? {
+                Some(lease) => Some(lease),
+                None => return Ok(()),
+            },
+            None => None,
+        };
+        let mut state = control.state.lock();
+        if state.phase == Phase::Waiting {
+            state.phase = Phase::Running;
+            state.guard = Some(Hold {
+                _local: local,
+                _shared: shared,
+            });
+        }
+        Ok(())
     }
 
     /// Cut the running turn of session `key`; `heard` is what the user heard of its answer.
@@ -354,6 +491,39 @@ impl Sessions {
             }
         }
         view
+    }
+
+    /// Interrupt session `key`'s running turn wherever it runs (here, or on the replica
+    /// holding its lease) and store what is kept. `None` when no turn of it is running.
+    pub async fn interrupt_everywhere(
+        &self,
+        store: &dyn SessionStore,
+        key: &str,
+        heard: Option<&str>,
+    ) -> Result<Option<CutReport>, RequestError> {
+        if let Some(cut) = self.interrupt(key, heard) {
+            return Ok(Some(self.store_cut(cut, store).await));
+        }
+        match self.cluster() {
+            Some(cluster) => cluster.interrupt_elsewhere(key, heard).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Sessions::view`] merged with the view of the replica running the session's turn,
+    /// when another one does: its turn and queue, plus the turns waiting here.
+    pub async fn view_everywhere(&self, key: &str) -> Result<SessionView, RequestError> {
+        let here = self.view(key);
+        let Some(cluster) = self.cluster().filter(|_| !here.in_flight) else {
+            return Ok(here);
+        };
+        Ok(match cluster.view_elsewhere(key).await? {
+            Some(there) => SessionView {
+                queued: there.queued + here.queued,
+                ..there
+            },
+            None => here,
+        })
     }
 
     /// Number of sessions with turns running or waiting.
@@ -492,6 +662,7 @@ mod tests {
                 sessions
                     .enter(&store, "s", QueueMode::Collect, entry(&user))
                     .await
+                    .unwrap()
             })
         };
         wait(sessions, |s| s.view("s").queued == 1).await;
@@ -556,7 +727,8 @@ mod tests {
         let store = MemoryStore::default();
         let first = sessions
             .enter(&store, "s", QueueMode::Collect, entry("a"))
-            .await;
+            .await
+            .unwrap();
         assert!(sessions.view("s").in_flight);
         let second = queued_turn(&sessions, "b").await;
         assert!(first.claim());
@@ -582,7 +754,10 @@ mod tests {
         let store = MemoryStore::default();
         let e = entry("question");
         let cancel = e.cancel.clone();
-        let turn = sessions.enter(&store, "s", QueueMode::Collect, e).await;
+        let turn = sessions
+            .enter(&store, "s", QueueMode::Collect, e)
+            .await
+            .unwrap();
         assert!(turn.record("Hello there"));
         let cut = sessions.interrupt("s", Some("Hello")).unwrap();
         assert!(cancel.is_cancelled());
@@ -607,12 +782,14 @@ mod tests {
         let store = MemoryStore::default();
         let running = sessions
             .enter(&store, "s", QueueMode::Collect, entry("one"))
-            .await;
+            .await
+            .unwrap();
         running.record("Partial");
         let waiting = queued_turn(&sessions, "two").await;
         let steering = sessions
             .enter(&store, "s", QueueMode::SteerBacklog, entry("three"))
-            .await;
+            .await
+            .unwrap();
         let waiting = waiting.await.unwrap();
         assert!(running.is_cut() && waiting.is_cut() && !steering.is_cut());
         let history: Vec<_> = store
@@ -633,7 +810,8 @@ mod tests {
         let store = MemoryStore::default();
         let running = sessions
             .enter(&store, "s", QueueMode::Collect, entry("one"))
-            .await;
+            .await
+            .unwrap();
         let gave_up = queued_turn(&sessions, "two").await;
         gave_up.abort();
         assert!(gave_up.await.unwrap_err().is_cancelled());
@@ -643,7 +821,8 @@ mod tests {
         for i in 0..100 {
             let t = sessions
                 .enter(&store, &format!("k{i}"), QueueMode::Steer, entry("x"))
-                .await;
+                .await
+                .unwrap();
             drop(t);
         }
         assert!(sessions.is_empty(), "entries are removed when turns end");

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::sessions::cluster::Lease;
 use crate::sessions::slots::{SessionSlot, SessionSlots};
 
 /// Why a turn was not admitted.
@@ -63,6 +64,8 @@ pub struct StreamLimits {
 pub struct Admission {
     open: Arc<AtomicUsize>,
     _session: Option<SessionSlot>,
+    /// The session's stream counted across replicas (`memory.backend = "redis"`).
+    shared: Option<Lease>,
 }
 
 impl StreamLimits {
@@ -93,6 +96,7 @@ impl StreamLimits {
         Ok(Admission {
             open: self.open.clone(),
             _session: session,
+            shared: None,
         })
     }
 
@@ -104,6 +108,13 @@ impl StreamLimits {
     /// The per-session counts.
     pub fn sessions(&self) -> &Arc<SessionSlots> {
         &self.sessions
+    }
+}
+
+impl Admission {
+    /// Hold the session's stream counted across replicas until the turn's stream ends.
+    pub fn hold(&mut self, lease: Lease) {
+        self.shared = Some(lease);
     }
 }
 

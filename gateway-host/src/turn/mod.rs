@@ -177,7 +177,7 @@ async fn prepare(
     let profile = find_profile(state, request.profile.as_deref())?;
     let candidates = candidates_for(state, &profile)?;
     let session_key = session_key_of(request.session_key, &profile, &options)?;
-    let admission = admit(state, session_key.as_deref())?;
+    let admission = admit(state, session_key.as_deref()).await?;
     let voice = VoiceSettings::of(&profile);
     let history_limit = profile
         .max_history_messages
@@ -189,7 +189,7 @@ async fn prepare(
         history_limit,
         cancel: cancel.clone(),
     };
-    let ticket = enter_queue(state, session_key.as_deref(), voice.queue_mode, entry).await;
+    let ticket = enter_queue(state, session_key.as_deref(), voice.queue_mode, entry).await?;
     // A turn that waited in its session's queue past the shutdown deadline does not start.
     if state.shutdown().is_aborted() {
         return Err(Refusal::ShuttingDown.into());
@@ -313,11 +313,18 @@ fn session_key_of(
 }
 
 /// A place within the stream limits, unless the host is draining.
-fn admit(state: &AppState, session_key: Option<&str>) -> Result<Admission, TurnError> {
+/// With replicas sharing Redis, the session's limit is also counted across them.
+async fn admit(state: &AppState, session_key: Option<&str>) -> Result<Admission, TurnError> {
     if state.shutdown().is_draining() {
         return Err(Refusal::ShuttingDown.into());
     }
-    Ok(state.limits().admit(session_key)?)
+    let mut admission = state.limits().admit(session_key)?;
+    let max = state.limits().sessions().max();
+    if let (Some(key), Some(cluster), true) = (session_key, state.sessions().cluster(), max > 0) {
+        let lease = cluster.admit_stream(key, max).await?;
+        admission.hold(lease.ok_or(Refusal::SessionBusy(max))?);
+    }
+    Ok(admission)
 }
 
 /// Waits for this session's turns ahead (or steers over them) before its history is read.
@@ -326,10 +333,12 @@ async fn enter_queue(
     session_key: Option<&str>,
     mode: QueueMode,
     entry: TurnEntry,
-) -> Option<Ticket> {
-    let key = session_key?;
+) -> Result<Option<Ticket>, TurnError> {
+    let Some(key) = session_key else {
+        return Ok(None);
+    };
     let store = state.store().as_ref();
-    Some(state.sessions().enter(store, key, mode, entry).await)
+    Ok(Some(state.sessions().enter(store, key, mode, entry).await?))
 }
 
 /// The session's stored history (nothing without a session).
@@ -637,6 +646,7 @@ impl Tail {
                     usage,
                     finish_reason,
                     interrupted,
+                    memory_error: None,
                 };
                 return Some(Storing { store, done });
             }
@@ -661,7 +671,10 @@ impl Tail {
 
     /// The memory of a completed answer is written: let the session's next turn run and pass
     /// the answer's `text_done` on.
-    fn stored(&mut self, done: Event) {
+    fn stored(&mut self, mut done: Event, outcome: Result<(), String>) {
+        if let (Event::TextDone { memory_error, .. }, Err(e)) = (&mut done, outcome) {
+            *memory_error = Some(e);
+        }
         if let Some(ticket) = &self.ticket {
             ticket.release();
         }
@@ -698,6 +711,7 @@ impl Tail {
             usage: None,
             finish_reason: None,
             interrupted: true,
+            memory_error: None,
         };
         self.out.push_back(done);
     }
@@ -734,28 +748,31 @@ impl Tail {
     }
 
     /// The write of the turn's user message and answer to session memory (nothing to do
-    /// without a session).
-    fn remember(&self, response: &str) -> BoxFuture<'static, ()> {
+    /// without a session); a failure is told to the client in `text_done` and counted.
+    fn remember(&self, response: &str) -> BoxFuture<'static, Result<(), String>> {
         let Some(key) = self.session_key.clone() else {
-            return Box::pin(std::future::ready(()));
+            return Box::pin(std::future::ready(Ok(())));
         };
         let mut messages = vec![ChatMessage::user(self.user.clone())];
         if !response.trim().is_empty() {
             messages.push(ChatMessage::assistant(response));
         }
-        let store = Arc::clone(self.state.store());
+        let state = self.state.clone();
         let limit = self.history_limit;
         Box::pin(async move {
-            if let Err(e) = store.append(&key, messages, limit).await {
-                tracing::warn!(error = %e, "could not store the turn in session memory");
-            }
+            let result = state.store().append(&key, messages, limit).await;
+            result.map_err(|e| {
+                state.metrics().memory_not_stored("turn");
+                tracing::warn!(session = %key, error = %e, "session memory not updated with the turn");
+                format!("session memory was not updated: {e}")
+            })
         })
     }
 }
 
 /// A completed answer whose memory is being written.
 struct Storing {
-    store: BoxFuture<'static, ()>,
+    store: BoxFuture<'static, Result<(), String>>,
     /// Its `text_done`, passed on once the memory is written.
     done: Event,
 }
@@ -784,9 +801,9 @@ impl Stream for TurnStream {
                 return Poll::Ready(Some(event));
             }
             if let Some(storing) = &mut this.storing {
-                ready!(storing.store.as_mut().poll(cx));
+                let outcome = ready!(storing.store.as_mut().poll(cx));
                 if let Some(Storing { done, .. }) = this.storing.take() {
-                    this.tail.stored(done);
+                    this.tail.stored(done, outcome);
                 }
                 continue;
             }

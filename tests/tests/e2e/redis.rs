@@ -1,12 +1,13 @@
 //! Session memory in Redis shared by two in-process hosts; Redis failures at request time.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::testing::RedisServer;
 use gateway_core::Role;
-use gateway_tests::{Answer, HostSpec, TestHost, TextStream};
+use gateway_tests::{
+    chat_of, pairs, profile, upstream_closed, Answer, HostSpec, Reply, TestHost, TextStream,
+};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -35,43 +36,62 @@ async fn held(host: &TestHost, i: usize) -> (Arc<Notify>, TextStream) {
     (release, stream)
 }
 
-#[tokio::test]
-async fn overlapping_turns_on_several_hosts_keep_each_turn_adjacent() {
-    // Replicas of one session: each host runs one turn of it at a time (its session queue),
-    // so overlap comes from several hosts. In each round every host's turn is held after its
-    // first token until all are streaming, then all finish at once and their writes race.
-    const HOSTS: usize = 4;
-    const ROUNDS: usize = 3;
-    let redis = RedisServer::start();
+/// `n` in-process replicas sharing `redis` under `prefix`, with a `steer` profile.
+async fn replicas(redis: &RedisServer, prefix: &str, n: usize, limits: Value) -> Vec<TestHost> {
+    let mut steer = profile("steer");
+    steer["llm"]["queue"] = json!({"mode": "steer"});
     let mut hosts = Vec::new();
-    for _ in 0..HOSTS {
-        hosts.push(TestHost::with(redis_spec(&redis, "overlap:")).await);
+    for _ in 0..n {
+        let mut spec = redis_spec(redis, prefix).with_profile(steer.clone());
+        spec.config["limits"] = limits.clone();
+        hosts.push(TestHost::with(spec).await);
     }
-    let mut answered = HashMap::new();
-    for round in 0..ROUNDS {
-        let mut open = Vec::new();
-        for (h, host) in hosts.iter().enumerate() {
-            let i = round * HOSTS + h;
-            open.push((i, held(host, i).await));
-        }
-        for (_, (release, _)) in &open {
-            release.notify_one();
-        }
-        let finishing = open.into_iter().map(|(i, (_, mut stream))| async move {
-            stream.rest().await;
-            (i, stream.seen)
-        });
-        for (i, text) in futures::future::join_all(finishing).await {
-            let done = text
-                .split("\n\n")
-                .find(|f| f.starts_with("event: text_done"))
-                .unwrap_or_else(|| panic!("turn {i} did not finish: {text}"));
-            let data: Value = serde_json::from_str(done.split_once("data: ").unwrap().1).unwrap();
-            answered.insert(
-                format!("question-{i}"),
-                data["response"].as_str().unwrap().to_string(),
-            );
-        }
+    hosts
+}
+
+fn final_event(text: &str) -> Value {
+    let finals: Vec<&str> = text
+        .split("\n\n")
+        .filter(|f| f.starts_with("event: text_done") || f.starts_with("event: error"))
+        .collect();
+    assert_eq!(finals.len(), 1, "exactly one final event: {text}");
+    serde_json::from_str(finals[0].split_once("data: ").unwrap().1).unwrap()
+}
+
+#[tokio::test]
+async fn a_session_turn_waits_for_its_turn_on_another_replica_and_sees_it() {
+    let redis = RedisServer::start();
+    let hosts = replicas(&redis, "queue:", 3, json!({"max_streams_per_session": 0})).await;
+    let (release, mut first) = held(&hosts[0], 0).await;
+    let mut later = Vec::new();
+    for host in &hosts[1..] {
+        host.upstream.push(Reply::tokens(&["later answer"]));
+        let turn = host.spawn_sse(json!({"message": "later", "session_key": "shared"}));
+        host.wait_session("shared", |v| v.queued == 1).await;
+        later.push(turn);
+    }
+    // Replica 1 sees the turn running on replica 0, with what it streamed so far.
+    let (status, view) = hosts[1].get("/v1/sessions/shared").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["in_flight"], true, "{view}");
+    assert_eq!(view["streamed_chars"], "answer-0".len(), "{view}");
+    assert!(hosts[0].upstream.requests().len() == 1);
+    assert!(
+        hosts[1].upstream.requests().is_empty(),
+        "waits for replica 0's turn"
+    );
+    release.notify_one();
+    assert_eq!(final_event(&first.rest().await)["type"], "text_done");
+    for turn in later {
+        assert_eq!(turn.await.unwrap().last()["type"], "text_done");
+    }
+    // Each later turn ran after the turns before it and sent them as history.
+    for host in &hosts[1..] {
+        let sent = chat_of(&host.upstream.last_request());
+        assert_eq!(
+            sent[..2],
+            pairs(&[("user", "question-0"), ("assistant", "answer-0")])
+        );
     }
     let history = hosts[0]
         .state
@@ -79,15 +99,92 @@ async fn overlapping_turns_on_several_hosts_keep_each_turn_adjacent() {
         .history("shared", 1000)
         .await
         .unwrap();
-    assert_eq!(history.len(), 2 * HOSTS * ROUNDS, "{history:?}");
+    assert_eq!(history.len(), 6, "{history:?}");
     for pair in history.chunks(2) {
-        assert_eq!(pair[0].role, Role::User, "{pair:?}");
-        assert_eq!(pair[1].role, Role::Assistant, "{pair:?}");
         assert_eq!(
-            answered[&*pair[0].content], *pair[1].content,
-            "each stored answer follows its own question: {pair:?}"
+            (pair[0].role, pair[1].role),
+            (Role::User, Role::Assistant),
+            "{pair:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn interrupt_and_steer_on_one_replica_cut_the_turn_on_another() {
+    let redis = RedisServer::start();
+    let hosts = replicas(&redis, "cut:", 2, json!({"max_streams_per_session": 0})).await;
+    // Interrupt through replica 1.
+    let (_release, mut first) = held(&hosts[0], 0).await;
+    let (status, body) = hosts[1]
+        .post(
+            "/v1/sessions/shared/interrupt",
+            Some(json!({"heard": "answer"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["streamed_chars"], "answer-0".len());
+    assert_eq!(body["stored"], "answer");
+    let done = final_event(&first.rest().await);
+    assert_eq!(
+        (done["interrupted"].clone(), done["response"].clone()),
+        (json!(true), json!("answer-0"))
+    );
+    let (status, body) = hosts[1].post("/v1/sessions/shared/interrupt", None).await;
+    assert_eq!(status, 409, "nothing runs any more: {body}");
+    // A steering turn on replica 1 over a turn on replica 0.
+    let (_release, closed) = hosts[0].upstream.hold(&["partial"]);
+    let mut running = hosts[0]
+        .post_stream(
+            "/v1/conversation",
+            json!({"profile": "steer", "message": "one", "session_key": "shared"}),
+        )
+        .await;
+    running.until("partial").await;
+    hosts[1].upstream.push(Reply::tokens(&["steered"]));
+    let steering = hosts[1]
+        .sse(json!({"profile": "steer", "message": "two", "session_key": "shared"}))
+        .await;
+    assert_eq!(steering.last()["response"], "steered");
+    upstream_closed(closed).await;
+    assert_eq!(final_event(&running.rest().await)["interrupted"], true);
+    assert_eq!(
+        chat_of(&hosts[1].upstream.last_request()),
+        pairs(&[
+            ("user", "question-0"),
+            ("assistant", "answer"),
+            ("user", "one"),
+            ("assistant", "partial"),
+            ("user", "two"),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn the_per_session_stream_limit_holds_across_replicas() {
+    let redis = RedisServer::start();
+    let hosts = replicas(&redis, "limit:", 2, json!({"max_streams_per_session": 1})).await;
+    let (release, mut first) = held(&hosts[0], 0).await;
+    let refused = hosts[1]
+        .sse(json!({"message": "second", "session_key": "shared"}))
+        .await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.error()["code"], "session_busy");
+    release.notify_one();
+    first.rest().await;
+    // The count is given back when the stream ends (released in the background).
+    let mut answer = hosts[1]
+        .sse(json!({"message": "third", "session_key": "shared"}))
+        .await;
+    for _ in 0..50 {
+        if answer.status == 200 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        answer = hosts[1]
+            .sse(json!({"message": "third", "session_key": "shared"}))
+            .await;
+    }
+    assert_eq!(answer.last()["type"], "text_done", "{}", answer.body);
 }
 
 #[tokio::test]

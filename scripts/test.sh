@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, conformance and end-to-end tests of every crate, the Python
 # client tests (OpenVoiceUI plugin, official openai SDK) and the Redis replica tests.
-# Installs what is missing first: redis-server, chromium and chromium-driver (Debian, when run
-# as root), the Python test packages and the console's npm packages (playwright-core, which
+# Installs what is missing first: redis-server, nginx and openssl (replicas behind a load
+# balancer, Redis over TLS), chromium and chromium-driver (Debian, when run as root), the
+# Python test packages and the console's npm packages (playwright-core, which
 # drives the system chromium; no browser is downloaded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
+servers=()
+command -v redis-server >/dev/null 2>&1 || servers+=(redis-server)
+command -v nginx >/dev/null 2>&1 || servers+=(nginx)
+command -v openssl >/dev/null 2>&1 || servers+=(openssl)
+if [ "${#servers[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing redis-server (Debian package) for the shared-memory tests"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    echo "installing ${servers[*]} (Debian packages) for the replica and Redis tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${servers[@]}" >/dev/null
   else
-    echo "redis-server is required by the tests: install it (Debian/Ubuntu: apt-get install redis-server)" >&2
+    echo "the replica tests need ${servers[*]}: install them (Debian/Ubuntu: apt-get install ${servers[*]})" >&2
     exit 1
   fi
 fi

@@ -243,3 +243,105 @@ async fn redis_down_at_start_up_names_the_host_not_the_password() {
     );
     assert!(!text.contains("redis-PASSWORD-boot"), "{text}");
 }
+
+/// A replica on an append-only Redis (`appendfsync always`), so a restart loses only what
+/// the host never wrote.
+fn persistent_redis(dir: &std::path::Path) -> RedisServer {
+    RedisServer::with(gateway_core::testing::RedisOptions {
+        data_dir: Some(dir.into()),
+        ..Default::default()
+    })
+}
+
+async fn metric(host: &TestHost, line: &str) -> bool {
+    let (_, body) = host.get("/metrics").await;
+    body.as_str().unwrap_or_default().contains(line)
+}
+
+#[tokio::test]
+async fn a_turn_finishing_while_redis_is_dead_says_memory_was_not_updated_and_redis_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = persistent_redis(dir.path());
+    let mut spec = redis_spec(&redis, "lost:");
+    spec.config["memory"]["write_timeout_ms"] = json!(300);
+    let host = TestHost::with(spec).await;
+    let before = host
+        .sse(json!({"message": "kept", "session_key": "shared"}))
+        .await;
+    assert_eq!(before.last()["type"], "text_done");
+    let (release, mut turn) = held(&host, 1).await;
+    redis.stop();
+    release.notify_one();
+    let done = final_event(&turn.rest().await);
+    assert_eq!(done["type"], "text_done", "{done}");
+    assert_eq!(done["response"], "answer-1");
+    let why = done["memory_error"].as_str().expect("memory_error is set");
+    assert!(why.contains("session memory was not updated"), "{why}");
+    assert!(
+        why.contains(&format!("redis at 127.0.0.1:{}", redis.port())),
+        "{why}"
+    );
+    assert!(why.contains("not stored"), "{why}");
+    assert!(
+        metric(
+            &host,
+            r#"gateway_host_memory_not_stored_total{what="turn"} 1"#
+        )
+        .await
+    );
+
+    redis.restart();
+    // The first session turn after Redis returns works, and its history lacks only the lost turn.
+    let after = host
+        .sse(json!({"message": "after", "session_key": "shared"}))
+        .await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_eq!(after.last()["type"], "text_done", "{}", after.body);
+    assert!(after.last().get("memory_error").is_none(), "{}", after.body);
+    let sent = chat_of(&host.upstream.last_request());
+    assert_eq!(
+        sent[0],
+        ("user".to_string(), "kept".to_string()),
+        "{sent:?}"
+    );
+    assert_eq!(
+        sent.len(),
+        3,
+        "the lost turn is not in the history: {sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_redis_is_reported_only_when_the_write_did_not_land() {
+    let redis = RedisServer::start();
+    let mut spec = redis_spec(&redis, "pause:");
+    spec.config["memory"]["write_timeout_ms"] = json!(500);
+    let host = TestHost::with(spec).await;
+    let warm = host
+        .sse(json!({"message": "warm", "session_key": "shared"}))
+        .await;
+    assert_eq!(warm.last()["type"], "text_done");
+
+    // Paused for longer than the write timeout: reported, and it never lands later.
+    let (release, mut turn) = held(&host, 1).await;
+    redis.pause();
+    release.notify_one();
+    let done = final_event(&turn.rest().await);
+    assert!(done["memory_error"].is_string(), "{done}");
+    redis.resume();
+    let history = host.state.store().history("shared", 100).await.unwrap();
+    assert_eq!(history.len(), 2, "only the warm-up turn: {history:?}");
+
+    // Paused for less: the write lands once and nothing is reported.
+    let (release, mut turn) = held(&host, 2).await;
+    redis.pause();
+    release.notify_one();
+    // The pause's length (shorter than the write timeout), not a synchronisation.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    redis.resume();
+    let done = final_event(&turn.rest().await);
+    assert!(done.get("memory_error").is_none(), "{done}");
+    let history = host.state.store().history("shared", 100).await.unwrap();
+    assert_eq!(history.len(), 4, "{history:?}");
+    assert_eq!(&*history[2].content, "question-2");
+}

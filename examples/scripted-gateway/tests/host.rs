@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use gateway_core::{Env, Event, Registry};
+use gateway_host::config::GatewayConfig;
 use gateway_host::turn::{self, TurnRequest};
-use gateway_host::GatewayConfig;
 use gateway_host::{AppState, HostConfig, Instances};
 use gateway_host::{Profile, ProfileSet};
 use serde_json::json;

@@ -31,9 +31,9 @@
 //! (`GATEWAY_MEMORY__MAX_MESSAGES=8`). Keys: `bind` (127.0.0.1:8787), `profiles_dir`
 //! (`profiles`), `prompts_dir` (`prompts`), `default_profile` (`default`),
 //! `memory.{backend = "memory", max_messages = 20, max_sessions = 100000, idle_ttl_secs = 86400}`,
-//! `timeouts.{connect_ms = 5000, first_token_ms = 30000, idle_ms = 30000}` (passed to every
-//! gateway instance as `connect_timeout_ms`, `first_token_timeout_ms`, `idle_timeout_ms` unless
-//! it sets its own; gateway kinds should accept these three keys), `keepalive_secs = 15`,
+//! `timeouts.{connect_ms = 5000, first_token_ms = 30000, idle_ms = 30000}` (handed to every
+//! gateway instance typed, unless its table sets `connect_timeout_ms`, `first_token_timeout_ms`
+//! or `idle_timeout_ms`, or `<KIND>_*_TIMEOUT_MS` is set for a built-in one), `keepalive_secs = 15`,
 //! `limits.{max_body_bytes = 65536, max_message_chars = 16000}`,
 //! `retry.{max_attempts = 2, max_retry_after_ms = 5000}` (per instance: `[gateways.<id>]
 //! retry = {...}`). Operations (`docs/operations.md`): `memory.{backend = "redis", redis_url,

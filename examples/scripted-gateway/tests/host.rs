@@ -19,7 +19,8 @@ async fn answers_a_turn_through_the_host_pipeline() {
         prompts_dir: "does-not-exist".into(),
         ..HostConfig::default()
     };
-    let settings = json!({"reply": "Beep: {message}"});
+    // The timeout is the host's key: the kind (which rejects unknown keys) never sees it.
+    let settings = json!({"reply": "Beep: {message}", "first_token_timeout_ms": 4000});
     config.gateways.insert(
         "robot".into(),
         GatewayConfig {

@@ -145,11 +145,18 @@ impl Report {
         let memory = &state.config().memory;
         let detail = match memory.backend {
             MemoryBackend::Redis => format!(
-                "redis at {}, keys {}*, last {} messages, idle TTL {} s",
+                "redis at {}{}, keys {}*, last {} messages, idle TTL {} s, writes retried for {} ms, turn leases of {} ms",
                 crate::config::redact_url(&memory.redis_url),
+                memory
+                    .redis_ca_file
+                    .as_ref()
+                    .map(|f| format!(" (CA file {})", f.display()))
+                    .unwrap_or_default(),
                 memory.redis_key_prefix,
                 memory.max_messages,
-                memory.idle_ttl_secs
+                memory.idle_ttl_secs,
+                memory.write_timeout_ms,
+                memory.lease_ms
             ),
             MemoryBackend::Memory => format!(
                 "memory, last {} messages, at most {} sessions, idle TTL {} s",

@@ -345,3 +345,26 @@ async fn a_paused_redis_is_reported_only_when_the_write_did_not_land() {
     assert_eq!(history.len(), 4, "{history:?}");
     assert_eq!(&*history[2].content, "question-2");
 }
+
+#[tokio::test]
+async fn replicas_over_rediss_trust_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::with(gateway_core::testing::RedisOptions {
+        tls_dir: Some(dir.path().into()),
+        ..Default::default()
+    });
+    let ca = redis.ca_file().unwrap();
+    let mut hosts = Vec::new();
+    for _ in 0..2 {
+        let mut spec = redis_spec(&redis, "tls:");
+        spec.config["memory"]["redis_ca_file"] = json!(ca);
+        hosts.push(TestHost::with(spec).await);
+    }
+    assert!(redis.url().starts_with("rediss://"));
+    let (_release, mut turn) = held(&hosts[0], 0).await;
+    let (status, body) = hosts[1].post("/v1/sessions/shared/interrupt", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(final_event(&turn.rest().await)["interrupted"], true);
+    let history = hosts[1].state.store().history("shared", 10).await.unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+}

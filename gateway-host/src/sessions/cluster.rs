@@ -165,7 +165,7 @@ struct Shared {
     lease: Duration,
     next: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
-    /// Leases to renew: Redis key → (kind, token).
+    /// Leases to renew: token → (kind, Redis key). Several streams of a session share a key.
     held: Mutex<HashMap<String, (Kind, String)>>,
     /// Sessions a local turn waits to take the lease of.
     waiting: Mutex<HashMap<String, Arc<Notify>>>,
@@ -207,7 +207,7 @@ impl Drop for Lease {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        shared.held.lock().remove(&self.key);
+        shared.held.lock().remove(&self.token);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return; // no runtime left: the lease expires by itself
         };
@@ -525,7 +525,7 @@ impl Shared {
             Kind::Turn => self.key("turn", session),
             Kind::Stream => self.key("streams", session),
         };
-        self.held.lock().insert(key.clone(), (kind, token.clone()));
+        self.held.lock().insert(token.clone(), (kind, key.clone()));
         Lease {
             shared: Arc::downgrade(self),
             kind,
@@ -612,7 +612,7 @@ impl Shared {
             .held
             .lock()
             .iter()
-            .map(|(key, (kind, token))| (key.clone(), *kind, token.clone()))
+            .map(|(token, (kind, key))| (key.clone(), *kind, token.clone()))
             .collect();
         let lease = self.lease.as_millis() as u64;
         for (kind, script) in [

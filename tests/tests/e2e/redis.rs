@@ -368,3 +368,29 @@ async fn replicas_over_rediss_trust_the_configured_ca() {
     let history = hosts[1].state.store().history("shared", 10).await.unwrap();
     assert_eq!(history.len(), 2, "{history:?}");
 }
+
+#[tokio::test]
+async fn a_turn_longer_than_its_lease_keeps_it_while_it_runs() {
+    let redis = RedisServer::start();
+    let mut hosts = Vec::new();
+    for _ in 0..2 {
+        let mut spec = redis_spec(&redis, "renew:");
+        spec.config["memory"]["lease_ms"] = json!(300);
+        hosts.push(TestHost::with(spec).await);
+    }
+    let (release, mut first) = held(&hosts[0], 0).await;
+    hosts[1].upstream.push(Reply::tokens(&["second"]));
+    let second = hosts[1].spawn_sse(json!({"message": "next", "session_key": "shared"}));
+    hosts[1].wait_session("shared", |v| v.queued == 1).await;
+    // The turn's length (several leases), not a synchronisation: the renewals keep it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        hosts[1].upstream.requests().is_empty(),
+        "the lease was renewed"
+    );
+    release.notify_one();
+    assert_eq!(final_event(&first.rest().await)["type"], "text_done");
+    assert_eq!(second.await.unwrap().last()["response"], "second");
+    let sent = chat_of(&hosts[1].upstream.last_request());
+    assert_eq!(sent[0], ("user".to_string(), "question-0".to_string()));
+}

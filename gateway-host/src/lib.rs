@@ -34,7 +34,8 @@
 //!   failover across a profile's gateways, admission (stream limits, shutdown), upstream
 //!   concurrency per instance, sentence events and a profile's voice settings.
 //! - `sessions/`: turns of one session one at a time (queue modes, interrupts), the session
-//!   stores (in memory or Redis, `store.rs`) and per-session stream slots (`slots.rs`).
+//!   stores (in memory or Redis, `store.rs`), per-session stream slots (`slots.rs`) and, with
+//!   Redis, the replicas' shared leases and requests (`cluster.rs`).
 //! - [`config`]: the settings ([`HostConfig`]), profiles ([`ProfileSet`]), the voice prompt
 //!   file (`prompt.rs`) and the gateway instances built from the kind registry ([`Instances`]).
 //! - `cli/`: `serve`, `chat`, `check` and `demo`, and the start-up [`Report`].

@@ -124,6 +124,31 @@ pub fn is_transient(error: &RedisError) -> bool {
         )
 }
 
+/// Run `attempt` (a read or an idempotent write) again while it fails with a dropped
+/// connection or a server still loading its data, for up to [`READ_RETRY`]: the first try
+/// after Redis came back meets the dead connection, the next one the connection the manager
+/// re-made. A timeout is not tried again.
+pub async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, RedisError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RedisError>>,
+{
+    let until = Instant::now() + READ_RETRY;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let error = match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if error.is_timeout() || !is_transient(&error) || left.is_zero() {
+            return Err(error);
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
 /// The connection-manager settings every connection of the host uses.
 pub fn manager_config() -> redis::aio::ConnectionManagerConfig {
     redis::aio::ConnectionManagerConfig::new()
@@ -243,24 +268,14 @@ impl RedisStore {
         StoreError::Unavailable(describe(&self.host, error))
     }
 
-    /// Run a read (or an idempotent write). A dropped connection or a server still loading
-    /// its data is tried again for up to [`READ_RETRY`] (the first try after a reconnect is
-    /// made on the connection the manager re-makes); a timeout is not.
+    /// Run a read (or an idempotent write), see [`retrying`].
     async fn run<T: FromRedisValue>(&self, query: Query<'_>) -> Result<T, StoreError> {
-        let until = Instant::now() + READ_RETRY;
-        let mut pause = Duration::from_millis(10);
-        loop {
-            let error = match query.run(&mut self.conn.clone()).await {
-                Ok(value) => return Ok(value),
-                Err(e) => e,
-            };
-            let left = until.saturating_duration_since(Instant::now());
-            if error.is_timeout() || !is_transient(&error) || left.is_zero() {
-                return Err(self.unavailable(&error));
-            }
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
+        retrying(|| {
+            let mut conn = self.conn.clone();
+            async move { query.run(&mut conn).await }
+        })
+        .await
+        .map_err(|e| self.unavailable(&e))
     }
 
     /// One try of a fenced, idempotent append, cut off at `until`.

@@ -165,11 +165,17 @@ fn one_final(text: &str) -> Value {
     finals.remove(0)
 }
 
-fn cut_elsewhere(replicas: &[&ServeProcess]) -> usize {
-    replicas
-        .iter()
-        .map(|r| r.output().matches(CUT_ELSEWHERE).count())
-        .sum()
+/// Wait until the replicas logged `n` turns cut at another replica's request (their output is
+/// read by threads, so a line may lag its effect a little).
+async fn cut_elsewhere(replicas: &[&ServeProcess], n: usize) {
+    let count = || -> usize {
+        replicas
+            .iter()
+            .map(|r| r.output().matches(CUT_ELSEWHERE).count())
+            .sum()
+    };
+    gateway_tests::wait_for(|| count() >= n).await;
+    assert_eq!(count(), n);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,11 +202,8 @@ async fn interrupts_and_steering_through_nginx_reach_the_replica_running_the_tur
     assert_eq!(body["stored"], "echo:", "{body}");
     let done = one_final(&turn.rest().await);
     assert_eq!(done["interrupted"], true, "{done}");
-    assert_eq!(
-        cut_elsewhere(&[&a, &b]),
-        1,
-        "cut on the other replica's request"
-    );
+    // Cut on the other replica's request.
+    cut_elsewhere(&[&a, &b], 1).await;
     println!("interrupt through nginx, served by the other replica, answered in {answered_in:?}");
 
     // A steering turn through nginx over a turn running on the other replica.
@@ -213,7 +216,7 @@ async fn interrupts_and_steering_through_nginx_reach_the_replica_running_the_tur
     let steering = one_final(&steering.text().await.unwrap());
     assert_eq!(steering["response"], "echo: new question", "{steering}");
     assert_eq!(one_final(&running.rest().await)["interrupted"], true);
-    assert_eq!(cut_elsewhere(&[&a, &b]), 2);
+    cut_elsewhere(&[&a, &b], 2).await;
     let sent = chat_of(setup.upstream.requests.lock().unwrap().last().unwrap());
     assert_eq!(
         sent,

@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use gateway_core::redis_store::{client, describe, host_of, manager_config, INTERNAL_MARK};
+use gateway_core::redis_store::{
+    client, describe, host_of, manager_config, retrying, INTERNAL_MARK,
+};
 use gateway_core::{CancellationToken, SessionStore, StoreError};
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
@@ -76,10 +78,11 @@ pub enum RequestError {
     NoAnswer(String),
 }
 
-/// Takes the turn lease, or queues this replica as a waiter. KEYS: lease, waiters. ARGV:
-/// token, lease (ms), replica. 1 taken, 0 queued.
+/// Takes the turn lease (or finds it already taken by this token), or queues this replica as
+/// a waiter. KEYS: lease, waiters. ARGV: token, lease (ms), replica. 1 taken, 0 queued.
 const LOCK: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if redis.call('GET', KEYS[1]) == ARGV[1]
+  or redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('SREM', KEYS[2], ARGV[3])
   return 1
 end
@@ -115,9 +118,11 @@ end
 return lost
 ";
 
-/// Admits a stream of a session unless `max` unexpired ones are counted. KEYS: the sorted
-/// set. ARGV: token, max, lease (ms). 1 admitted, 0 refused.
+/// Admits a stream of a session unless `max` unexpired ones are counted (a token already
+/// counted is admitted). KEYS: the sorted set. ARGV: token, max, lease (ms). 1 admitted,
+/// 0 refused.
 const ADMIT: &str = r"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -460,32 +465,39 @@ impl Shared {
         StoreError::Unavailable(describe(&self.host, error))
     }
 
+    /// Run a script; every script here may run twice (a retry after a dropped connection).
     async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
-        invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.unavailable(&e))
+        let invocation = &invocation;
+        retrying(|| {
+            let mut conn = self.conn.clone();
+            async move { invocation.invoke_async(&mut conn).await }
+        })
+        .await
+        .map_err(|e| self.unavailable(&e))
     }
 
     async fn run_cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
-        cmd.query_async(&mut conn)
-            .await
-            .map_err(|e| self.unavailable(&e))
+        retrying(|| {
+            let mut conn = self.conn.clone();
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await
+        .map_err(|e| self.unavailable(&e))
     }
 
     async fn run_pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn)
-            .await
-            .map_err(|e| self.unavailable(&e))
+        retrying(|| {
+            let mut conn = self.conn.clone();
+            async move { pipe.query_async(&mut conn).await }
+        })
+        .await
+        .map_err(|e| self.unavailable(&e))
     }
 
     fn waiter(self: &Arc<Self>, key: &str) -> Waiter {

@@ -171,15 +171,12 @@ async fn the_per_session_stream_limit_holds_across_replicas() {
     assert_eq!(refused.error()["code"], "session_busy");
     release.notify_one();
     first.rest().await;
-    // The count is given back when the stream ends (released in the background).
+    // The count is given back when the stream ends (in the background): ask until admitted.
+    let deadline = tokio::time::Instant::now() + gateway_tests::DEADLINE;
     let mut answer = hosts[1]
         .sse(json!({"message": "third", "session_key": "shared"}))
         .await;
-    for _ in 0..50 {
-        if answer.status == 200 {
-            break;
-        }
-        tokio::task::yield_now().await;
+    while answer.status == 429 && tokio::time::Instant::now() < deadline {
         answer = hosts[1]
             .sse(json!({"message": "third", "session_key": "shared"}))
             .await;
@@ -289,6 +286,19 @@ async fn a_turn_finishing_while_redis_is_dead_says_memory_was_not_updated_and_re
         )
         .await
     );
+
+    // While it is down, a session turn is refused with what happened (and the replica's
+    // reconnection attempts give up meanwhile).
+    let down = host
+        .sse(json!({"message": "during", "session_key": "shared"}))
+        .await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    let message = down.error()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("connection refused") || message.contains("connection lost"),
+        "{message}"
+    );
+    assert!(!message.ends_with("Io"), "{message}");
 
     redis.restart();
     // The first session turn after Redis returns works, and its history lacks only the lost turn.

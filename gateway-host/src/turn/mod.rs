@@ -1,13 +1,14 @@
 //! The turn pipeline, and the way to run a turn from Rust ([`start`], [`start_with`]):
 //! profile → instances (primary, then fallbacks), messages = system prompt + history + user
-//! message (or system prompt + a client-supplied conversation, see [`TurnOptions`]), the
+//! message (or the turn's other new messages, or system prompt + a client-supplied
+//! conversation, see [`TurnOptions`]), the
 //! gateway stream made well-formed, timing and the answering gateway filled in, memory stored
 //! on success.
 //!
 //! Inside: `failover` (a profile's gateways tried in order before the first token), `limits`
 //! (admission: stream limits and the shutdown's refusal), `upstream_limit` (concurrency per
-//! gateway instance), `sentences` (sentence events for TTS) and `voice` (a profile's voice
-//! settings).
+//! gateway instance), `sentences` (sentence events for TTS), `voice` (a profile's voice
+//! settings) and `tool_history` (a session's history with every tool call answered).
 
 pub(crate) mod failover;
 pub(crate) mod limits;

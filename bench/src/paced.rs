@@ -58,7 +58,15 @@ impl Peers {
                 Err(reason) => Err(reason),
             };
             match started {
-                Ok(peer) => peers.running.push(peer),
+                Ok(peer) => {
+                    eprintln!(
+                        "{} pid {} ready at {}",
+                        kind.name(),
+                        peer.pid(),
+                        peer.base_url()
+                    );
+                    peers.running.push(peer);
+                }
                 Err(reason) => {
                     eprintln!("skipping {}: {reason}", kind.name());
                     peers.skipped.push((kind, reason));
@@ -94,6 +102,7 @@ pub async fn phase(
     let workdir = Workdir::create("paced", voice_prompt)?;
     let spec = crate::host_spec(host_bin, &upstream.base_url(), args.max_messages);
     let mut host = HostProcess::start(&spec, &workdir).await?;
+    eprintln!("paced host pid {} ready at {}", host.pid(), host.base_url());
     let mut peers = Peers::start(args, &upstream, system_prompt).await;
     // One answer: the role chunk at once, then the tokens, the finish chunk and `[DONE]`, each
     // `delay` after the one before.

@@ -202,6 +202,11 @@ impl PeerProcess {
         Ok(peer)
     }
 
+    /// Its base URL, e.g. `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// Which peer this is.
     pub fn kind(&self) -> PeerKind {
         self.kind

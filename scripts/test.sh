@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 servers=()
 command -v redis-server >/dev/null 2>&1 || servers+=(redis-server)
-command -v nginx >/dev/null 2>&1 || servers+=(nginx)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || servers+=(nginx)
 command -v openssl >/dev/null 2>&1 || servers+=(openssl)
 if [ "${#servers[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -27,12 +27,14 @@
 //! A request crosses the rooms from top to bottom:
 //!
 //! - `http/`: the router ([`app`]) with the host's own routes, the session API
-//!   (`sessions.rs`), the OpenAI-compatible facade (`openai.rs`), bearer-token authentication
+//!   (`sessions.rs`), the OpenAI-compatible facade (`openai.rs`; the client's messages in
+//!   `openai/messages.rs`, chunks and completions in `openai/answer.rs`), bearer-token authentication
 //!   (`auth.rs`), SSE writing (`sse.rs`), request reading (`extract.rs`) and the one error
 //!   type, [`ApiError`], rendered as the host's JSON error or as OpenAI's (`error.rs`).
 //! - [`turn`]: the pipeline from a request to a well-formed event stream ([`turn::start`]):
 //!   failover across a profile's gateways, admission (stream limits, shutdown), upstream
-//!   concurrency per instance, sentence events and a profile's voice settings.
+//!   concurrency per instance, sentence events, a profile's voice settings and a session
+//!   history made valid for tool calls (`tool_history.rs`).
 //! - `sessions/`: turns of one session one at a time (queue modes, interrupts), the session
 //!   stores (in memory or Redis, `store.rs`), per-session stream slots (`slots.rs`) and, with
 //!   Redis, the replicas' shared leases and requests (`cluster.rs`).

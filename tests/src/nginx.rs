@@ -25,6 +25,20 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// `nginx` on PATH, else Debian's `/usr/sbin/nginx` (not on a non-root PATH).
+fn binary() -> &'static str {
+    let on_path = Command::new("nginx")
+        .arg("-v")
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if on_path {
+        "nginx"
+    } else {
+        "/usr/sbin/nginx"
+    }
+}
+
 impl Nginx {
     /// Balance round-robin over `backends` (loopback ports); a backend that refuses the
     /// connection is skipped for the next one.
@@ -64,7 +78,7 @@ impl Nginx {
         std::fs::create_dir(dir.path().join("tmp")).expect("nginx temp dir");
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("write nginx.conf");
         let prefix = format!("{}/", dir.path().display());
-        let child = Command::new("nginx")
+        let child = Command::new(binary())
             .args(["-e", "error.log", "-p", &prefix, "-c", "nginx.conf"])
             .args(["-g", "daemon off;"])
             .stdout(Stdio::null())

@@ -106,6 +106,7 @@ pub use cli::report::{Level, Report};
 pub use config::instances::Instances;
 pub use config::profile::{is_valid_id, Profile, ProfileSet};
 pub use config::{ConfigError, GatewayConfig, HostConfig};
+pub use http::server::serve;
 pub use http::{app, ApiError};
 pub use sessions::SessionView;
 pub use state::{AppState, StartError};

@@ -138,7 +138,10 @@ mod tests {
     fn origins_compare_in_one_form() {
         let cases = [
             ("https://App.Example.com/", Some("https://app.example.com")),
-            ("https://app.example.com:443", Some("https://app.example.com")),
+            (
+                "https://app.example.com:443",
+                Some("https://app.example.com"),
+            ),
             ("http://localhost:3000", Some("http://localhost:3000")),
             ("http://[::1]:80", Some("http://[::1]")),
             ("http://a.com/path", None),
@@ -160,8 +163,14 @@ mod tests {
                 .map_err(|e| e.to_string())
         };
         let both = vec!["http://a:1".to_string(), "https://b".to_string()];
-        assert_eq!(from(serde_json::json!("http://a:1, https://b,")), Ok(both.clone()));
-        assert_eq!(from(serde_json::json!(["http://a:1", "https://b"])), Ok(both));
+        assert_eq!(
+            from(serde_json::json!("http://a:1, https://b,")),
+            Ok(both.clone())
+        );
+        assert_eq!(
+            from(serde_json::json!(["http://a:1", "https://b"])),
+            Ok(both)
+        );
         assert!(CorsConfig {
             allowed_origins: vec!["https://b/x".into()]
         }

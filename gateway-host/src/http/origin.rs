@@ -121,7 +121,12 @@ pub async fn check(
 fn refuse(headers: &HeaderMap) -> Response {
     let shown = headers
         .get(header::ORIGIN)
-        .map(|o| String::from_utf8_lossy(o.as_bytes()).chars().take(MAX_SHOWN).collect())
+        .map(|o| {
+            String::from_utf8_lossy(o.as_bytes())
+                .chars()
+                .take(MAX_SHOWN)
+                .collect()
+        })
         .unwrap_or_default();
     tracing::debug!(origin = %shown, "request from a web origin that is not allowed");
     ApiError::OriginNotAllowed(shown).into_response()
@@ -176,14 +181,35 @@ mod tests {
     fn origins_are_judged_against_the_list_and_the_host() {
         let local = Some("127.0.0.1:8787");
         assert_eq!(verdict(&[], None, local), Verdict::Own);
-        assert_eq!(verdict(&[], Some("http://127.0.0.1:8787"), local), Verdict::Own);
-        assert_eq!(verdict(&[], Some("https://gw.example"), Some("GW.example:443")), Verdict::Own);
-        assert_eq!(verdict(&[], Some("http://evil.example"), local), Verdict::Refused);
-        assert_eq!(verdict(&[], Some("http://127.0.0.1:9999"), local), Verdict::Refused);
+        assert_eq!(
+            verdict(&[], Some("http://127.0.0.1:8787"), local),
+            Verdict::Own
+        );
+        assert_eq!(
+            verdict(&[], Some("https://gw.example"), Some("GW.example:443")),
+            Verdict::Own
+        );
+        assert_eq!(
+            verdict(&[], Some("http://evil.example"), local),
+            Verdict::Refused
+        );
+        assert_eq!(
+            verdict(&[], Some("http://127.0.0.1:9999"), local),
+            Verdict::Refused
+        );
         assert_eq!(verdict(&[], Some("null"), local), Verdict::Refused);
-        assert_eq!(verdict(&[], Some("http://127.0.0.1:8787"), None), Verdict::Refused);
+        assert_eq!(
+            verdict(&[], Some("http://127.0.0.1:8787"), None),
+            Verdict::Refused
+        );
         let app = ["https://app.example"];
-        assert_eq!(verdict(&app, Some("https://app.example"), local), Verdict::Allowed);
-        assert_eq!(verdict(&app, Some("http://app.example"), local), Verdict::Refused);
+        assert_eq!(
+            verdict(&app, Some("https://app.example"), local),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            verdict(&app, Some("http://app.example"), local),
+            Verdict::Refused
+        );
     }
 }

@@ -625,7 +625,9 @@ impl Tail {
             return event;
         }
         self.saw_error.store(true, Ordering::Relaxed);
-        self.state.metrics().error(self.gateway(), "answer_too_long");
+        self.state
+            .metrics()
+            .error(self.gateway(), "answer_too_long");
         tracing::warn!(gateway = %self.gateway(), max, "answer cut: longer than limits.max_answer_chars");
         Event::error(format!(
             "the answer is longer than {max} characters (limits.max_answer_chars): cut"

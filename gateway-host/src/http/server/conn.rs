@@ -390,7 +390,10 @@ mod tests {
         assert!(text.contains(&format!("content-length: {}\r\n", body.len())));
         assert!(automatic_error(b"200").is_none());
         assert!(final_status(b"HTTP/1.1 100 Continue\r\n\r\n").is_none());
-        assert!(final_status(b"\0\0\x12\x04").is_none(), "an HTTP/2 frame passes");
+        assert!(
+            final_status(b"\0\0\x12\x04").is_none(),
+            "an HTTP/2 frame passes"
+        );
     }
 
     #[tokio::test(start_paused = true)]

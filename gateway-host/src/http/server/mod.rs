@@ -26,7 +26,6 @@ use conn::{Close, Timeouts, Watched};
 use service::ConnService;
 use table::{Cap, Connections, Entry};
 
-
 /// Largest request head (request line and headers) read: 431 beyond.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How often the drain checks whether in-flight turns are done.
@@ -65,7 +64,10 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
     drop(listener);
     drain(&state).await;
     table.close_all();
-    if tokio::time::timeout(FLUSH, table.all_closed()).await.is_err() {
+    if tokio::time::timeout(FLUSH, table.all_closed())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the grace period; exiting");
     }
     Ok(())

@@ -94,7 +94,10 @@ impl Connections {
             false
         } else if let Some(victim) = oldest_unused(&table) {
             if let Some(conn) = table.conns.remove(&victim) {
-                tracing::debug!(id = victim, "connection cap reached: closing the longest idle");
+                tracing::debug!(
+                    id = victim,
+                    "connection cap reached: closing the longest idle"
+                );
                 conn.close(Close::Shed);
             }
             false

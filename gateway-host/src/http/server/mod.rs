@@ -26,6 +26,8 @@ use conn::{Close, Timeouts, Watched};
 use service::ConnService;
 use table::{Cap, Connections, Entry};
 
+pub use table::HEALTH_RESERVE;
+
 /// Largest request head (request line and headers) read: 431 beyond.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How often the drain checks whether in-flight turns are done.

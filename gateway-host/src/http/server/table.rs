@@ -200,7 +200,7 @@ mod tests {
         let _busy = second.conn.request_started();
         let third = table.admit().expect("the idle first one is shed");
         assert!(!third.conn.overflow);
-        assert!(table.open.lock().conns.get(&first.conn.id).is_none());
+        assert!(!table.open.lock().conns.contains_key(&first.conn.id));
         let _busy = third.conn.request_started();
         let reserve: Vec<_> = (0..HEALTH_RESERVE)
             .map(|_| table.admit().expect("reserve"))

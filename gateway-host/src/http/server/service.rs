@@ -50,7 +50,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let http1 = request.version() <= Version::HTTP_11;
         if self.conn.overflow && request.uri().path() != "/healthz" {
             let refused = over_capacity(self.max_connections).into_response();
-            return Box::pin(std::future::ready(Ok(finish(refused, in_flight, http1))));
+            let answer = finish(refused, in_flight, http1, true);
+            return Box::pin(std::future::ready(Ok(answer)));
         }
         let timed_out = Arc::new(AtomicBool::new(false));
         let deadline = Instant::now() + self.body_timeout;
@@ -66,12 +67,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let mut router = self.router.clone();
         let shutdown = self.shutdown.clone();
         Box::pin(async move {
-            let mut response = router.call(request).await.unwrap_or_else(|e| match e {});
-            if shutdown.is_draining() || timed_out.load(Ordering::Relaxed) {
-                let close = HeaderValue::from_static("close");
-                response.headers_mut().insert(header::CONNECTION, close);
-            }
-            Ok(finish(response, in_flight, http1))
+            let response = router.call(request).await.unwrap_or_else(|e| match e {});
+            let close = shutdown.is_draining() || timed_out.load(Ordering::Relaxed);
+            Ok(finish(response, in_flight, http1, close))
         })
     }
 }
@@ -85,12 +83,19 @@ fn over_capacity(max: usize) -> ApiError {
     }
 }
 
-/// `response` holding the connection busy until its body is sent; `Connection: close` stays
-/// only on HTTP/1 (HTTP/2 forbids the header).
-fn finish(response: Response<Body>, in_flight: InFlight, http1: bool) -> Response<Body> {
+/// `response` holding the connection busy until its body is sent, saying `Connection: close`
+/// when `close` on HTTP/1 (hyper then closes the connection after it; HTTP/2 has no such
+/// header).
+fn finish(
+    response: Response<Body>,
+    in_flight: InFlight,
+    http1: bool,
+    close: bool,
+) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
-    if !http1 {
-        parts.headers.remove(header::CONNECTION);
+    if close && http1 {
+        let value = HeaderValue::from_static("close");
+        parts.headers.insert(header::CONNECTION, value);
     }
     let body = Body::new(Guarded {
         inner: body,

@@ -51,7 +51,10 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
     loop {
         let accepted = tokio::select! {
             () = shutdown.draining() => break,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                table.room().await;
+                listener.accept().await
+            } => accepted,
         };
         match accepted {
             Ok((tcp, _)) => match table.admit() {

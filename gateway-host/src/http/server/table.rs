@@ -138,6 +138,16 @@ impl Connections {
         true
     }
 
+    /// Resolves when one more socket fits in the descriptors the cap allows: at once, unless
+    /// shed connections are still closing their sockets (then once enough have).
+    pub async fn room(&self) {
+        let limit = self.cap.max + HEALTH_RESERVE;
+        let mut alive = self.alive.subscribe();
+        let _ = alive
+            .wait_for(|n| *n < limit || *n <= self.open.lock().conns.len())
+            .await;
+    }
+
     /// Resolves once every connection's task has ended.
     pub async fn all_closed(&self) {
         let mut alive = self.alive.subscribe();

@@ -407,8 +407,19 @@ async fn an_endless_answer_is_cut_at_the_cap_and_nothing_is_stored() {
         .is_empty());
     gateway_tests::wait_for(|| dropped.load(Ordering::SeqCst)).await;
 
-    // The OpenAI facade ends the same answer with an OpenAI-style error.
-    let chat = json!({"model": "endless", "messages": [{"role": "user", "content": "talk"}]});
+    // The OpenAI facade ends the same answer with an OpenAI-style error, streamed or not.
+    let mut chat = json!({"model": "endless", "messages": [{"role": "user", "content": "talk"}]});
+    chat["stream"] = json!(true);
+    let mut stream = host.post_stream("/v1/chat/completions", chat.clone()).await;
+    let text = stream.rest().await;
+    let last = text.lines().rfind(|l| l.starts_with("data: {")).unwrap();
+    let error: Value = serde_json::from_str(&last["data: ".len()..]).unwrap();
+    assert_eq!(error["error"]["type"], "server_error", "{last}");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_answer_chars"));
+    chat["stream"] = json!(false);
     let (status, body) = host.post("/v1/chat/completions", Some(chat)).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["type"], "server_error");

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -18,6 +19,9 @@ use super::conn::{Close, Conn};
 
 /// Connections admitted beyond the cap to answer `/healthz`.
 pub const HEALTH_RESERVE: usize = 8;
+
+/// Longest wait in [`Connections::room`] for shed connections to close.
+pub const ROOM_WAIT: Duration = Duration::from_millis(100);
 
 /// File descriptors kept for the process itself (runtime, listener, logs, files, Redis).
 pub const OWN_FDS: u64 = 32;
@@ -139,13 +143,14 @@ impl Connections {
     }
 
     /// Resolves when one more socket fits in the descriptors the cap allows: at once, unless
-    /// shed connections are still closing their sockets (then once enough have).
+    /// shed connections are still closing their sockets (then once enough have, or after
+    /// [`ROOM_WAIT`] at most: a shed connection that took a request first closes only after
+    /// answering it).
     pub async fn room(&self) {
         let limit = self.cap.max + HEALTH_RESERVE;
         let mut alive = self.alive.subscribe();
-        let _ = alive
-            .wait_for(|n| *n < limit || *n <= self.open.lock().conns.len())
-            .await;
+        let closed = alive.wait_for(|n| *n < limit || *n <= self.open.lock().conns.len());
+        let _ = tokio::time::timeout(ROOM_WAIT, closed).await;
     }
 
     /// Resolves once every connection's task has ended.

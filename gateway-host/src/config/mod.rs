@@ -621,6 +621,28 @@ mod tests {
     }
 
     #[test]
+    fn rediss_urls_a_ca_file_and_the_write_and_lease_bounds() {
+        Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_MEMORY__BACKEND", "redis");
+            jail.set_env(
+                "GATEWAY_MEMORY__REDIS_URL",
+                "rediss://:pw@redis.internal:6380/0",
+            );
+            jail.set_env("GATEWAY_MEMORY__REDIS_CA_FILE", "/etc/gateway/ca.pem");
+            let c = HostConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.memory.redis_ca_file.as_deref(),
+                Some(Path::new("/etc/gateway/ca.pem"))
+            );
+            assert_eq!((c.memory.write_timeout_ms, c.memory.lease_ms), (2000, 5000));
+            jail.set_env("GATEWAY_MEMORY__LEASE_MS", "100");
+            let err = HostConfig::load(None).unwrap_err().to_string();
+            assert!(err.contains("lease_ms"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn redis_backend_needs_a_url_and_auth_tokens_parse_from_env() {
         Jail::expect_with(|jail| {
             jail.set_env("GATEWAY_MEMORY__BACKEND", "redis");

@@ -85,7 +85,7 @@ struct Setup {
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
     upstream: Upstream,
-    _redis: RedisServer,
+    redis: RedisServer,
 }
 
 impl Setup {
@@ -111,7 +111,7 @@ impl Setup {
             dir,
             env,
             upstream,
-            _redis: redis,
+            redis,
         }
     }
 
@@ -251,6 +251,29 @@ async fn a_replica_killed_with_sigkill_leaves_its_session_free_after_one_lease()
     assert_eq!(one_final(&text)["response"], "echo: after the crash");
     let view = b.get_json("/v1/sessions/orphan").await;
     assert_eq!(view["in_flight"], false, "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_with_sigterm_leaves_no_lease_behind() {
+    let setup = Setup::new().await;
+    let mut a = setup.replica(free_port()).await;
+    let body = json!({"message": "goodbye", "session_key": "leaving"});
+    let text = open_turn(&a.url, body).await.text().await.unwrap();
+    assert_eq!(one_final(&text)["type"], "text_done");
+    a.signal("TERM");
+    let (status, a) = tokio::task::spawn_blocking(move || (a.wait(), a))
+        .await
+        .unwrap();
+    assert!(status.success(), "{}", a.output());
+    let client = redis::Client::open(setup.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("gateway:session:#*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let leases: Vec<&String> = keys.iter().filter(|k| !k.contains("#w:")).collect();
+    assert!(leases.is_empty(), "leases left behind: {leases:?}");
 }
 
 /// Counts of a soak's outcomes.

@@ -174,6 +174,9 @@ struct Shared {
     held: Mutex<HashMap<String, (Kind, String)>>,
     /// Sessions a local turn waits to take the lease of.
     waiting: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Leases being given back in the background, and a signal when none is left.
+    letting_go: AtomicU64,
+    let_go_done: Notify,
     scripts: Scripts,
 }
 
@@ -222,7 +225,13 @@ impl Drop for Lease {
             std::mem::take(&mut self.key),
             std::mem::take(&mut self.token),
         );
-        runtime.spawn(async move { shared.let_go(kind, &session, &key, &token).await });
+        shared.letting_go.fetch_add(1, Ordering::AcqRel);
+        runtime.spawn(async move {
+            shared.let_go(kind, &session, &key, &token).await;
+            if shared.letting_go.fetch_sub(1, Ordering::AcqRel) == 1 {
+                shared.let_go_done.notify_waiters();
+            }
+        });
     }
 }
 
@@ -263,6 +272,8 @@ impl Cluster {
             pending: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
+            letting_go: AtomicU64::new(0),
+            let_go_done: Notify::new(),
             scripts: Scripts {
                 lock: redis::Script::new(LOCK),
                 unlock: redis::Script::new(UNLOCK),
@@ -286,6 +297,24 @@ impl Cluster {
         tokio::spawn(renew(Arc::downgrade(&self.shared)));
         tracing::info!(replica = %self.shared.replica, redis = %self.shared.host,
             "sharing in-flight turns with other replicas through redis");
+    }
+
+    /// Wait (at most `within`) until the leases of ended turns are given back, so that a
+    /// replica shutting down does not leave its last sessions waiting for a lease to expire.
+    pub async fn settle(&self, within: Duration) {
+        let shared = &self.shared;
+        let settled = async {
+            loop {
+                let done = shared.let_go_done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if shared.letting_go.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                done.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, settled).await;
     }
 
     /// Take session `key`'s turn lease, waiting while another turn holds it. `None` when

@@ -329,6 +329,13 @@ impl Sessions {
         }
     }
 
+    /// Before exit: give back the Redis leases of ended turns (at most a second's wait).
+    pub async fn settle(&self) {
+        if let Some(cluster) = self.cluster() {
+            cluster.settle(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
     /// The other replicas, when memory is shared through Redis.
     pub(crate) fn cluster(&self) -> Option<&Cluster> {
         self.inner.cluster.get()

@@ -96,6 +96,7 @@ mod metrics;
 mod sessions;
 mod shutdown;
 mod state;
+mod tools;
 pub mod turn;
 
 use std::process::ExitCode;

@@ -33,6 +33,25 @@ struct GatewayLabels {
     gateway: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    server: String,
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolErrorLabels {
+    server: String,
+    tool: String,
+    cause: String,
+}
+
+type ToolHistogramFamily = Family<ToolLabels, Histogram, fn() -> Histogram>;
+
+fn tool_histogram() -> Histogram {
+    Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+}
+
 type HistogramFamily = Family<GatewayLabels, Histogram, fn() -> Histogram>;
 
 fn ttft_histogram() -> Histogram {
@@ -50,6 +69,9 @@ pub struct Metrics {
     in_flight: Gauge,
     fallbacks: Family<FallbackLabels, Counter>,
     retries: Family<ErrorLabels, Counter>,
+    tool_calls: Family<ToolLabels, Counter>,
+    tool_errors: Family<ToolErrorLabels, Counter>,
+    tool_seconds: ToolHistogramFamily,
 }
 
 impl Default for Metrics {
@@ -74,6 +96,9 @@ impl Metrics {
         let in_flight = Gauge::default();
         let fallbacks = Family::<FallbackLabels, Counter>::default();
         let retries = Family::<ErrorLabels, Counter>::default();
+        let tool_calls = Family::<ToolLabels, Counter>::default();
+        let tool_errors = Family::<ToolErrorLabels, Counter>::default();
+        let tool_seconds: ToolHistogramFamily = Family::new_with_constructor(tool_histogram);
         registry.register(
             "requests",
             "Conversation turns sent to a gateway, by profile and gateway (a turn that fails over counts once on each gateway it tries)",
@@ -104,6 +129,21 @@ impl Metrics {
             "Retries of the same gateway after a Retry-After, by gateway and cause",
             retries.clone(),
         );
+        registry.register(
+            "tool_calls",
+            "Tool calls the host ran for a model, by MCP server and tool",
+            tool_calls.clone(),
+        );
+        registry.register(
+            "tool_errors",
+            "Tool calls that failed, by MCP server, tool and cause (timeout, tool_error, ...)",
+            tool_errors.clone(),
+        );
+        registry.register(
+            "tool_call_seconds",
+            "Duration of tool calls, by MCP server and tool",
+            tool_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -112,6 +152,9 @@ impl Metrics {
             in_flight,
             fallbacks,
             retries,
+            tool_calls,
+            tool_errors,
+            tool_seconds,
         }
     }
 
@@ -164,6 +207,27 @@ impl Metrics {
             .observe(ttft.as_secs_f64());
     }
 
+    /// Count a finished tool call, its duration and, when it failed, its cause.
+    pub fn tool_call(&self, server: &str, tool: &str, elapsed: Duration, error: Option<&str>) {
+        let labels = ToolLabels {
+            server: server.into(),
+            tool: tool.into(),
+        };
+        self.tool_calls.get_or_create(&labels).inc();
+        self.tool_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if let Some(cause) = error {
+            self.tool_errors
+                .get_or_create(&ToolErrorLabels {
+                    server: labels.server,
+                    tool: labels.tool,
+                    cause: cause.into(),
+                })
+                .inc();
+        }
+    }
+
     /// A guard counting one open stream until dropped.
     pub fn stream_open(&self) -> InFlight {
         self.in_flight.inc();
@@ -201,6 +265,13 @@ mod tests {
         m.ttft("openai-compat", Duration::from_millis(120));
         m.fallback("groq", "ollama");
         m.retry("groq", "http_429");
+        m.tool_call("time", "get_current_time", Duration::from_millis(40), None);
+        m.tool_call(
+            "time",
+            "get_current_time",
+            Duration::from_millis(9),
+            Some("timeout"),
+        );
         let guard = m.stream_open();
         let text = m.render();
         assert!(text.contains(
@@ -211,6 +282,12 @@ mod tests {
         assert!(text.contains(r#"gateway_host_fallbacks_total{from="groq",to="ollama"} 1"#));
         assert!(text.contains(r#"gateway_host_retries_total{gateway="groq",cause="http_429"} 1"#));
         assert!(text.contains("gateway_host_in_flight_streams 1"));
+        assert!(text
+            .contains(r#"gateway_host_tool_calls_total{server="time",tool="get_current_time"} 2"#));
+        assert!(text.contains(
+            r#"gateway_host_tool_errors_total{server="time",tool="get_current_time",cause="timeout"} 1"#
+        ));
+        assert!(text.contains("gateway_host_tool_call_seconds_count"));
         drop(guard);
         assert!(m.render().contains("gateway_host_in_flight_streams 0"));
     }

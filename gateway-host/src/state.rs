@@ -12,6 +12,7 @@ use crate::http::auth::{Auth, AuthError};
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::shutdown::Shutdown;
+use crate::tools::ToolServers;
 use crate::turn::limits::StreamLimits;
 
 /// Why a host cannot start.
@@ -42,6 +43,7 @@ struct Shared {
     auth: Auth,
     limits: StreamLimits,
     shutdown: Shutdown,
+    tools: ToolServers,
 }
 
 impl std::fmt::Debug for AppState {
@@ -102,6 +104,7 @@ impl AppState {
             config.limits.max_streams,
             config.limits.max_streams_per_session,
         );
+        let tools = ToolServers::new(&config.tools);
         Self {
             inner: Arc::new(Shared {
                 config,
@@ -114,6 +117,7 @@ impl AppState {
                 auth,
                 limits,
                 shutdown: Shutdown::default(),
+                tools,
             }),
         }
     }
@@ -177,5 +181,10 @@ impl AppState {
     /// Shutdown phases.
     pub fn shutdown(&self) -> &Shutdown {
         &self.inner.shutdown
+    }
+
+    /// The MCP tool servers (started on first use).
+    pub fn tools(&self) -> &ToolServers {
+        &self.inner.tools
     }
 }

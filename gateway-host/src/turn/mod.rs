@@ -12,6 +12,7 @@
 pub(crate) mod failover;
 pub(crate) mod limits;
 pub(crate) mod sentences;
+pub(crate) mod tool_loop;
 pub(crate) mod upstream_limit;
 pub(crate) mod voice;
 
@@ -36,6 +37,7 @@ use crate::metrics::InFlight;
 use crate::sessions::{QueueMode, Ticket, TurnEntry};
 use crate::shutdown::SHUTDOWN_MESSAGE;
 use crate::state::AppState;
+use crate::tools::ToolSet;
 use crate::turn::limits::{Admission, Refusal};
 use crate::turn::sentences::SentenceSplitter;
 use crate::turn::voice::VoiceSettings;
@@ -228,7 +230,21 @@ async fn prepare(
         sentences,
         admission,
     };
-    Ok(launch(state, profile, candidates, turn, memory, parts))
+    let tools = host_tools(state, &profile, &turn).await;
+    Ok(launch(
+        state, profile, candidates, turn, tools, memory, parts,
+    ))
+}
+
+/// The tools the host runs for this turn: its profile's (`features.tools` on, servers
+/// named), unless the turn brings `tools` of its own, which are its client's to run.
+async fn host_tools(state: &AppState, profile: &Profile, turn: &Turn) -> Option<ToolSet> {
+    if !profile.tools_enabled || profile.tool_servers.is_empty() || turn.extra.contains_key("tools")
+    {
+        return None;
+    }
+    let tools = state.tools().toolset(&profile.tool_servers).await;
+    (!tools.is_empty()).then_some(tools)
 }
 
 /// The message (or the client-supplied conversation) is present and within the limit.
@@ -386,12 +402,14 @@ struct StreamParts {
     admission: Admission,
 }
 
-/// Sends `turn` through failover and wraps the events in the turn's [`TurnStream`].
+/// Sends `turn` through failover (in the tool loop when the host runs tools for it) and
+/// wraps the events in the turn's [`TurnStream`].
 fn launch(
     state: &AppState,
     profile: Arc<Profile>,
     candidates: Vec<Candidate>,
     turn: Turn,
+    tools: Option<ToolSet>,
     memory: Memory,
     parts: StreamParts,
 ) -> StartedTurn {
@@ -401,13 +419,28 @@ fn launch(
     let saw_error = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(OnceLock::new());
     let observe = observer(state, &profile.id, &gateway_id, &saw_error, &answered);
-    let upstream = failover::events(candidates, turn, observe);
+    let (upstream, exchange) = match tools {
+        None => (failover::events(candidates, turn, observe), None),
+        Some(tools) => {
+            let exchange = tool_loop::Exchange::default();
+            let tool_loop = tool_loop::ToolLoop {
+                state: state.clone(),
+                tools,
+                max_rounds: state.tools().max_rounds(),
+                candidates,
+                observe,
+                exchange: exchange.clone(),
+            };
+            (tool_loop::events(tool_loop, turn), Some(exchange))
+        }
+    };
     let tail = Tail {
         state: state.clone(),
         primary: gateway_id.clone(),
         answered,
         session_key: memory.session_key,
         user: memory.user,
+        exchange,
         history_limit: memory.history_limit,
         started: parts.started,
         ttft: None,
@@ -565,6 +598,8 @@ struct Tail {
     answered: Arc<OnceLock<String>>,
     session_key: Option<String>,
     user: Arc<str>,
+    /// A tool turn's messages after the user message, written by its loop when it completes.
+    exchange: Option<tool_loop::Exchange>,
     history_limit: usize,
     started: Instant,
     ttft: Option<Duration>,
@@ -720,7 +755,14 @@ impl Tail {
                 }
                 return;
             }
-            Event::Action { action } => self.actions.push(action.clone()),
+            Event::Action { action } => {
+                self.actions.push(action.clone());
+                // Text spoken before a tool call is a sentence of its own: TTS says it while
+                // the call runs.
+                if let Some(rest) = self.sentences.as_mut().and_then(SentenceSplitter::finish) {
+                    self.out.push_back(Event::Sentence { text: rest });
+                }
+            }
             Event::TextDone {
                 interrupted: false, ..
             } => {
@@ -740,8 +782,10 @@ impl Tail {
             return Box::pin(std::future::ready(()));
         };
         let mut messages = vec![ChatMessage::user(self.user.clone())];
-        if !response.trim().is_empty() {
-            messages.push(ChatMessage::assistant(response));
+        match self.exchange.as_ref().and_then(|e| e.get()) {
+            Some(exchange) => messages.extend(exchange.iter().cloned()),
+            None if !response.trim().is_empty() => messages.push(ChatMessage::assistant(response)),
+            None => {}
         }
         let store = Arc::clone(self.state.store());
         let limit = self.history_limit;

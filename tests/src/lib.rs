@@ -29,6 +29,7 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 
 pub mod chaos;
 pub mod process;
+pub mod tools;
 
 /// The fake API key the harness configures; tests assert it never leaks.
 pub const TEST_KEY: &str = "sk-test-SECRET-9f8e7d6c";

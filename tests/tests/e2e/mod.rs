@@ -9,4 +9,5 @@ mod openai_api;
 mod profiles;
 mod prompt;
 mod redis;
+mod tools;
 mod voice;

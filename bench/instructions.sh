@@ -3,8 +3,10 @@
 # number for comparing two builds on a machine too busy for wall-clock timings.
 #
 # Usage: bench/instructions.sh [HOST_BIN] [-- extra gateway-bench arguments]
-#   HOST_BIN defaults to target/release/gateway-host (build it first). The load is one worker,
-#   answers at once; pass e.g. `-- --concurrency 10 --token-delay-ms 2` for paced tokens.
+#   HOST_BIN defaults to target/profiling/gateway-host, built here with the `profiling` profile
+#   (the release code plus line tables, so callgrind_annotate can name source lines). The load
+#   is one worker, answers at once; pass e.g. `-- --concurrency 10 --token-delay-ms 2` for
+#   paced tokens.
 #
 # It runs the benchmark twice (200 and 1,200 measured turns through the host, no warm-up,
 # no paced levels, no sessions phase) with the host under callgrind, and prints
@@ -13,13 +15,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 
-host=$(realpath "${1:-target/release/gateway-host}")
-shift || true
+host_arg=""
+[ $# -gt 0 ] && [ "$1" != "--" ] && { host_arg=$1; shift; }
 [ "${1:-}" = "--" ] && shift
 extra=("$@")
 [ ${#extra[@]} -eq 0 ] && extra=(--concurrency 1)
 
-cargo build --release -q -p gateway-bench
+packages=(-p gateway-bench)
+[ -z "$host_arg" ] && packages+=(-p gateway-host)
+cargo build --profile profiling -q "${packages[@]}"
+host=$(realpath "${host_arg:-target/profiling/gateway-host}")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -36,7 +41,7 @@ chmod +x "$work/wrap.sh"
 
 count() {
   local turns=$1 out="$work/cg.$1"
-  CG_OUT=$out target/release/gateway-bench --host-bin "$work/wrap.sh" --turns "$turns" \
+  CG_OUT=$out target/profiling/gateway-bench --host-bin "$work/wrap.sh" --turns "$turns" \
     --no-warmup --startup-runs 0 --skip-sessions --paced-token-delay-ms 0 \
     --turn-timeout-secs 300 --max-seconds 900 "${extra[@]}" >"$out.bench" 2>&1 || {
     cat "$out.bench" >&2

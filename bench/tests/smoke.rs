@@ -4,7 +4,8 @@
 //!
 //! The host binary is `GATEWAY_HOST_BIN` when set; otherwise `gateway-host` next to this
 //! test's `gateway-bench` binary, built first with `cargo build -p gateway-host` in the same
-//! profile (a no-op when it is up to date, so a stale host is never benchmarked).
+//! profile (`dev`, `release` or `profiling`; a no-op when it is up to date, so a stale host is
+//! never benchmarked).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,12 +20,13 @@ fn host_bin() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("bench/ has a parent");
-    let mut build = Command::new(cargo);
-    build.args(["build", "-p", "gateway-host"]);
-    if dir.file_name().is_some_and(|name| name == "release") {
-        build.arg("--release");
-    }
-    let status = build
+    // target/<dir>: `debug` is the `dev` profile; `release`, `profiling`, ... are their own.
+    let profile = match dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let status = Command::new(cargo)
+        .args(["build", "-p", "gateway-host", "--profile", profile])
         .current_dir(workspace)
         .status()
         .expect("running cargo build -p gateway-host");

@@ -14,7 +14,8 @@
 //!    (`finish_reason` `tool_calls` when it holds calls) or one `Err`; stop when `turn.cancel`
 //!    fires.
 //! 2. Register a kind: `inventory::submit! { GatewayKind { id: "my-kind", description: "...",
-//!    build } }` where `build` reads its settings with [`InstanceConfig::settings_as`].
+//!    build } }` where `build` reads its settings with [`InstanceConfig::settings_as`] and its
+//!    upstream limits from [`InstanceConfig::timeouts`]. Ids are `^[a-z0-9-]+$`.
 //! 3. Link it: a binary that calls the host's `run` must reference the crate
 //!    (`use my_gateway as _;`), or the linker drops it and its registration with it.
 
@@ -40,7 +41,7 @@ pub use gateway::{EventStream, Gateway, Health};
 pub use message::{ChatMessage, Role};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisStore, RedisStoreConfig};
-pub use registry::{Env, GatewayKind, InstanceConfig, Registry};
+pub use registry::{Env, GatewayKind, InstanceConfig, Registry, Timeouts};
 pub use session::{MemoryStore, MemoryStoreConfig, SessionStore, DEFAULT_HISTORY};
 pub use tool::{ToolCall, TOOL_CALLS_FINISH};
 pub use turn::Turn;

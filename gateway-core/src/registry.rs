@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
@@ -104,13 +105,43 @@ impl fmt::Debug for Env {
     }
 }
 
+/// Upstream time limits of one instance, resolved by the host (from `[timeouts]`, the
+/// instance's own `*_timeout_ms` keys and, for a built-in instance, `<PREFIX>*_TIMEOUT_MS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Limit on establishing the TCP/TLS connection.
+    pub connect: Duration,
+    /// Limit from sending the request to the first content token (covers waiting for headers).
+    pub first_token: Duration,
+    /// Limit on silence between two reads once the answer flows.
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    /// The defaults: 5 s to connect, 30 s to the first token, 30 s of silence.
+    pub const DEFAULT: Timeouts = Timeouts {
+        connect: Duration::from_millis(5_000),
+        first_token: Duration::from_millis(30_000),
+        idle: Duration::from_millis(30_000),
+    };
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// What a kind's `build` receives for one instance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct InstanceConfig {
     /// Instance id (what profiles name in `adapter_config.gateway_id`).
     pub id: String,
-    /// The instance's settings table (e.g. `[gateways.groq]` minus `kind`), a JSON object.
+    /// The instance's own settings table (e.g. `[gateways.groq]` minus the host's keys: `kind`,
+    /// `retry`, `max_concurrency` and the `*_timeout_ms` limits), a JSON object.
     pub settings: serde_json::Value,
+    /// The instance's upstream time limits.
+    pub timeouts: Timeouts,
     /// Prefix of environment variables that supply defaults (`OPENAI_COMPAT_` for the
     /// built-in instance of `openai-compat`); `None` for named instances.
     pub env_prefix: Option<String>,
@@ -272,6 +303,7 @@ mod tests {
             settings: serde_json::Value::Null,
             env_prefix: Some("OPENAI_COMPAT_".into()),
             env: Env::from_pairs([("OPENAI_COMPAT_MODEL", "m"), ("OPENAI_COMPAT_EMPTY", " ")]),
+            ..InstanceConfig::default()
         };
         assert_eq!(
             config.env_default("MODEL"),

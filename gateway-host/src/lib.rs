@@ -22,74 +22,40 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Layout
+//!
+//! A request crosses the rooms from top to bottom:
+//!
+//! - `http/`: the router ([`app`]) with the host's own routes, the session API
+//!   (`sessions.rs`), the OpenAI-compatible facade (`openai.rs`), bearer-token authentication
+//!   (`auth.rs`), SSE writing (`sse.rs`), request reading (`extract.rs`) and the one error
+//!   type, [`ApiError`], rendered as the host's JSON error or as OpenAI's (`error.rs`).
+//! - [`turn`]: the pipeline from a request to a well-formed event stream ([`turn::start`]):
+//!   failover across a profile's gateways, admission (stream limits, shutdown), upstream
+//!   concurrency per instance, sentence events and a profile's voice settings.
+//! - `sessions/`: turns of one session one at a time (queue modes, interrupts), the session
+//!   stores (in memory or Redis, `store.rs`) and per-session stream slots (`slots.rs`).
+//! - [`config`]: the settings ([`HostConfig`]), profiles ([`ProfileSet`]), the voice prompt
+//!   file (`prompt.rs`) and the gateway instances built from the kind registry ([`Instances`]).
+//! - `cli/`: `serve`, `chat`, `check` and `demo`, and the start-up [`Report`].
+//! - `console.rs` and `../console/`: the web console served at `/` (public files; the page
+//!   sends the user's token on every API call).
+//! - `state.rs`: [`AppState`], what every handler shares; `metrics.rs`: the Prometheus
+//!   metrics; `shutdown.rs`: the phases of a graceful shutdown.
+//!
 //! # For operators
 //!
-//! **Configuration precedence** (lowest first): built-in defaults < the TOML file
-//! (`--config PATH`, else `$GATEWAY_CONFIG`, else `./gateway.toml` if present; a file named
-//! explicitly must exist) < `.env` (loaded at start-up; it never overrides variables already set)
-//! < environment variables `GATEWAY_<KEY>`, nested with `__`
-//! (`GATEWAY_MEMORY__MAX_MESSAGES=8`). Keys: `bind` (127.0.0.1:8787), `profiles_dir`
-//! (`profiles`), `prompts_dir` (`prompts`), `default_profile` (`default`),
-//! `memory.{backend = "memory", max_messages = 20, max_sessions = 100000, idle_ttl_secs = 86400}`,
-//! `timeouts.{connect_ms = 5000, first_token_ms = 30000, idle_ms = 30000}` (passed to every
-//! gateway instance as `connect_timeout_ms`, `first_token_timeout_ms`, `idle_timeout_ms` unless
-//! it sets its own; gateway kinds should accept these three keys), `keepalive_secs = 15`,
-//! `limits.{max_body_bytes = 65536, max_message_chars = 16000}`,
-//! `retry.{max_attempts = 2, max_retry_after_ms = 5000}` (per instance: `[gateways.<id>]
-//! retry = {...}`). Operations (`docs/operations.md`): `memory.{backend = "redis", redis_url,
-//! redis_key_prefix}` for replicas sharing memory, `auth.{tokens, tokens_file,
-//! public_metrics}`, `limits.{max_streams = 2048, max_streams_per_session = 4,
-//! max_upstream_concurrency = 0}` (per instance: `max_concurrency`), `shutdown_grace_secs = 10`.
-//!
-//! **Gateways.** Every linked kind has a built-in instance named after it, configured from
-//! `<KIND>_*` variables (`OPENAI_COMPAT_API_KEY`, `OPENAI_COMPAT_BASE_URL`, `OPENAI_COMPAT_MODEL`,
-//! ...) and optionally a `[gateways.<kind>]` table. More instances are declared as
-//! `[gateways.groq] kind = "openai-compat"` plus the kind's settings (`base_url`, `api_key_env`,
-//! `model`, `auth = "none"` for keyless local servers, ...). An instance with an unknown kind
-//! or bad settings is reported and skipped; one without its key is listed as not configured and
-//! answers 503.
-//!
-//! **Fallbacks.** A profile's `adapter_config.fallback_gateway_ids` are tried in order when its
-//! gateway fails before the first token (connection error, timeout, 429, 5xx); a 429/503 with
-//! a short enough `Retry-After` is first retried on the same instance. After the first token
-//! there is no switch. The `handshake` event names the instance that answered. See
-//! `turn/failover.rs` for the policy.
-//!
-//! **Profiles** are OpenVoiceUI JSON files in `profiles_dir` (every `*.json`, unknown fields
-//! kept). Used: `id` (`^[a-z0-9-]+$`), `name`, `adapter`, `adapter_config.gateway_id` (default
-//! `openai-compat`), `adapter_config.sessionKey`, `llm.model`, `llm.parameters.max_tokens`,
-//! `llm.parameters.temperature`, `system_prompt`, `context.max_history_messages`,
-//! `adapter_config.fallback_gateway_ids`, `llm.queue.mode` (`collect` default, `steer`,
-//! `steer-backlog`), `llm.queue.block_streaming_chunk` and the host's own
-//! `voice.sentence_events` (see `docs/voice.md`). A broken file (bad JSON, bad or duplicate id,
-//! unknown gateway or fallback) is reported by name and skipped; an unknown queue mode is a
-//! `check` problem and runs as `collect`.
-//!
-//! **System prompt** of a turn: `prompts_dir/voice-system-prompt.md` without its `#` lines,
-//! then the profile's `system_prompt`. Edits are live on the next request.
-//!
-//! **`gateway-host check`** prints the effective config (secrets redacted), every gateway,
-//! profile and the prompt file, and exits non-zero on a problem: bad config, broken profile,
-//! failed instance (unknown kind, bad settings), or an unconfigured gateway that a profile uses
-//! (unused: a warning); a declared instance no profile uses is a warning.
-//!
-//! **HTTP API**: `POST /v1/conversation` `{profile?, message, session_key?, agent_id?,
-//! system_prompt?, sentences?}` → SSE (`event: <type>`, `data: <event json>`, `: keep-alive`
-//! comments) or NDJSON with `Accept: application/x-ndjson`; `GET /v1/profiles`,
-//! `GET /v1/profiles/{id}`, `GET /v1/gateways`, `GET /v1/sessions/{key}` (history and queue state),
-//! `DELETE /v1/sessions/{key}` (204, or 404 if unknown), `POST /v1/sessions/{key}/interrupt`
-//! (`{"heard"?}`; 409 `not_in_flight` when nothing runs), `GET /healthz`, `GET /metrics`, and
-//! the web console at `GET /` ([`console`]; public files, the page sends the user's token).
-//! Errors are `{"error": {"code", "message"}}` (400, 404, 409, 413, 422, 503).
-//!
-//! **OpenAI-compatible API** (`http/openai.rs`, `docs/openai-api.md`): `POST /v1/chat/completions`
-//! with `model` = a profile id, streamed (`stream: true`, `chat.completion.chunk` SSE ending
-//! in `data: [DONE]`) or not; `user` or an `X-Session-Key` header switches on server-side
-//! memory. `GET /v1/models` and `GET /v1/models/{id}` list the profiles. Errors use OpenAI's
-//! `{"error": {"message", "type", "param", "code"}}` (unknown profile: 404 `model_not_found`).
+//! Configuration precedence (lowest first): built-in defaults < the TOML file < `.env` <
+//! `GATEWAY_*` environment variables. Profiles are OpenVoiceUI JSON files in `profiles_dir`;
+//! the system prompt is `prompts_dir/voice-system-prompt.md` plus the profile's own. The API is
+//! `POST /v1/conversation` (SSE or NDJSON events) and the OpenAI-compatible
+//! `POST /v1/chat/completions`. The settings, profile fields, routes and errors are described
+//! in `README.md`; operations (Redis, authentication, limits, shutdown) in
+//! `docs/operations.md`, gateways and fallbacks in `docs/backends.md`, the OpenAI facade in
+//! `docs/openai-api.md`, voice features in `docs/voice.md`.
 
 mod cli;
-mod config;
+pub mod config;
 mod console;
 mod http;
 mod metrics;
@@ -106,7 +72,7 @@ use clap::Parser;
 pub use cli::report::{Level, Report};
 pub use config::instances::Instances;
 pub use config::profile::{is_valid_id, Profile, ProfileSet};
-pub use config::{ConfigError, GatewayConfig, HostConfig};
+pub use config::{ConfigError, HostConfig};
 pub use http::{app, ApiError};
 pub use sessions::SessionView;
 pub use state::{AppState, StartError};

@@ -205,7 +205,7 @@ impl CompletionDecoder {
                 )))
             }
         };
-        if let Some(message) = chunk.error.as_ref().and_then(error_message) {
+        if let Some(message) = chunk.error_message() {
             return Err(GatewayError::Provider(message));
         }
         if let Some(usage) = chunk.usage.or(chunk.x_groq.and_then(|x| x.usage)) {
@@ -247,6 +247,26 @@ struct Chunk<'a> {
     x_groq: Option<XGroq>,
     #[serde(default)]
     error: Option<serde_json::Value>,
+    /// `"error"` on vLLM's flat error chunk, whose `message` is then the error.
+    #[serde(default, borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(default)]
+    message: Option<serde_json::Value>,
+}
+
+impl Chunk<'_> {
+    /// The error this chunk reports: an `error` field (OpenAI, OpenRouter, most servers), or
+    /// vLLM's flat `{"object": "error", "message": ..., "type": ..., "code": ...}`.
+    fn error_message(&self) -> Option<String> {
+        if let Some(message) = self.error.as_ref().and_then(error_message) {
+            return Some(message);
+        }
+        if self.object.as_deref() != Some("error") {
+            return None;
+        }
+        let message = self.message.as_ref().and_then(error_message);
+        Some(message.unwrap_or_else(|| "error chunk without a message".into()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -527,6 +547,18 @@ mod tests {
             run(string_error.as_bytes()),
             Err(GatewayError::Provider("quota exceeded".into()))
         );
+        let vllm_flat = "data: {\"object\": \"error\", \"message\": \"engine died\", \"type\": \"BadRequestError\", \"param\": null, \"code\": 400}\n\n";
+        assert_eq!(
+            run(vllm_flat.as_bytes()),
+            Err(GatewayError::Provider("engine died".into()))
+        );
+        let no_message = "data: {\"object\":\"error\"}\n\n";
+        assert!(matches!(
+            run(no_message.as_bytes()),
+            Err(GatewayError::Provider(_))
+        ));
+        let a_message_is_not_an_error = "data: {\"object\":\"chat.completion.chunk\",\"message\":\"hi\",\"choices\":[{\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\n";
+        assert_eq!(run(a_message_is_not_an_error.as_bytes()).unwrap().0, "ok");
         let null_error = "data: {\"error\":null,\"choices\":[{\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\n";
         assert_eq!(run(null_error.as_bytes()).unwrap().0, "ok");
         let bare_json = "{\"error\":{\"message\":\"bad model\"}}\n";

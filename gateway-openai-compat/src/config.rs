@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use gateway_core::{GatewayError, InstanceConfig};
+use gateway_core::{GatewayError, InstanceConfig, Timeouts};
 use serde::Deserialize;
 
 /// Base URL used when none is configured.
@@ -16,11 +16,11 @@ pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
 /// Answer length used when none is configured.
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 /// Default TCP/TLS connect limit.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(5_000);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Timeouts::DEFAULT.connect;
 /// Default limit from the request to the first content token.
-pub const DEFAULT_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_millis(30_000);
+pub const DEFAULT_FIRST_TOKEN_TIMEOUT: Duration = Timeouts::DEFAULT.first_token;
 /// Default limit on silence between two reads of a running stream.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(30_000);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Timeouts::DEFAULT.idle;
 /// The variable named when the built-in instance has no key.
 pub const DEFAULT_KEY_VAR: &str = "OPENAI_COMPAT_API_KEY";
 
@@ -121,8 +121,9 @@ impl Default for OpenAiCompatConfig {
     }
 }
 
-/// The settings table of an instance (`[gateways.NAME]` minus `kind`). Unknown keys are
-/// rejected.
+/// The settings table of an instance (`[gateways.NAME]` minus the host's keys: `kind`,
+/// `retry`, `max_concurrency` and the timeouts, which arrive typed in
+/// [`InstanceConfig::timeouts`]). Unknown keys are rejected.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -140,12 +141,6 @@ pub struct Settings {
     pub max_tokens: Option<u32>,
     /// Default temperature.
     pub temperature: Option<f32>,
-    /// Connect limit in ms.
-    pub connect_timeout_ms: Option<u64>,
-    /// First-token limit in ms.
-    pub first_token_timeout_ms: Option<u64>,
-    /// Idle limit in ms.
-    pub idle_timeout_ms: Option<u64>,
     /// Extra request headers.
     pub headers: Option<BTreeMap<String, String>>,
 }
@@ -176,106 +171,51 @@ impl Settings {
 
 impl OpenAiCompatConfig {
     /// Resolve an instance's configuration: environment variables `<prefix>NAME` (when the
-    /// instance has a prefix) beat the settings table, which beats the defaults. The key comes
-    /// from `api_key_env`, else `<prefix>API_KEY`, else the literal `api_key`; a missing key
-    /// is not an error here (the instance reports it from `is_configured`). With `auth = "none"`
-    /// (or `<prefix>AUTH=none`) no key is read and naming one is an error.
+    /// instance has a prefix) beat the settings table, which beats the defaults; the timeouts
+    /// are the instance's resolved [`Timeouts`]. The key comes from `api_key_env`, else
+    /// `<prefix>API_KEY`, else the literal `api_key`; a missing key is not an error here (the
+    /// instance reports it from `is_configured`). With `auth = "none"` (or `<prefix>AUTH=none`)
+    /// no key is read and naming one is an error.
     pub fn from_instance(instance: &InstanceConfig) -> Result<Self, GatewayError> {
         let settings = Settings::from_instance(instance)?;
-        let invalid = |reason: String| GatewayError::InvalidConfig {
+        Self::resolve(instance, settings).map_err(|reason| GatewayError::InvalidConfig {
             gateway: instance.id.clone(),
             reason,
-        };
-        let mut config = Self::default();
+        })
+    }
 
-        let env_str = |name: &str| instance.env_default(name);
-        let number = |name: &str, from_settings: Option<u64>| -> Result<Option<u64>, _> {
-            match env_str(name) {
-                Some((var, value)) => parse::<u64>(&var, value).map(Some).map_err(invalid),
-                None => Ok(from_settings),
-            }
+    /// [`from_instance`](Self::from_instance) after the table parsed: each value from its
+    /// sources, then the key, then the checks.
+    fn resolve(instance: &InstanceConfig, settings: Settings) -> Result<Self, String> {
+        let sources = Sources(instance);
+        let auth = sources.value("AUTH", settings.auth)?.unwrap_or_default();
+        let (api_key, api_key_source) = match auth {
+            Auth::None => no_key(&settings)?,
+            Auth::Bearer => bearer_key(instance, &settings),
         };
-
-        let mut base_url_source = "base_url".to_string();
-        if let Some(base_url) = settings.base_url {
-            config.base_url = base_url;
-        }
-        if let Some((var, value)) = env_str("BASE_URL") {
-            config.base_url = value.trim().to_string();
-            base_url_source = var;
-        }
-        parse_base_url(&config.base_url, &base_url_source).map_err(invalid)?;
-        if let Some(model) = settings.model {
-            config.model = model;
-        }
-        if let Some((_, value)) = env_str("MODEL") {
-            config.model = value.trim().to_string();
-        }
-        match env_str("MAX_TOKENS") {
-            Some((var, value)) => config.max_tokens = parse(&var, value).map_err(invalid)?,
-            None => {
-                if let Some(max_tokens) = settings.max_tokens {
-                    config.max_tokens = max_tokens;
-                }
-            }
-        }
-        config.temperature = match env_str("TEMPERATURE") {
-            Some((var, value)) => Some(parse(&var, value).map_err(invalid)?),
-            None => settings.temperature,
+        let Timeouts {
+            connect,
+            first_token,
+            idle,
+        } = instance.timeouts;
+        let config = Self {
+            base_url: base_url(instance, settings.base_url)?,
+            auth,
+            api_key,
+            api_key_source,
+            model: sources
+                .value("MODEL", settings.model)?
+                .unwrap_or_else(|| DEFAULT_MODEL.into()),
+            max_tokens: sources
+                .value("MAX_TOKENS", settings.max_tokens)?
+                .unwrap_or(DEFAULT_MAX_TOKENS),
+            temperature: sources.value("TEMPERATURE", settings.temperature)?,
+            connect_timeout: connect,
+            first_token_timeout: first_token,
+            idle_timeout: idle,
+            headers: settings.headers.unwrap_or_default(),
         };
-        if let Some(ms) = number("CONNECT_TIMEOUT_MS", settings.connect_timeout_ms)? {
-            config.connect_timeout = Duration::from_millis(ms);
-        }
-        if let Some(ms) = number("FIRST_TOKEN_TIMEOUT_MS", settings.first_token_timeout_ms)? {
-            config.first_token_timeout = Duration::from_millis(ms);
-        }
-        if let Some(ms) = number("IDLE_TIMEOUT_MS", settings.idle_timeout_ms)? {
-            config.idle_timeout = Duration::from_millis(ms);
-        }
-        config.headers = settings.headers.unwrap_or_default();
-        config.auth = match env_str("AUTH") {
-            Some((var, value)) => parse(&var, value).map_err(invalid)?,
-            None => settings.auth.unwrap_or_default(),
-        };
-        if config.auth == Auth::None {
-            if settings.api_key_env.is_some() || settings.api_key.is_some() {
-                return Err(invalid(
-                    "auth = \"none\" sends no key: remove api_key_env and api_key".into(),
-                ));
-            }
-            config.api_key = None;
-            config.api_key_source = "auth = \"none\"".into();
-            config.validate().map_err(invalid)?;
-            return Ok(config);
-        }
-
-        let prefix_var = instance
-            .env_prefix
-            .as_ref()
-            .map(|prefix| format!("{prefix}API_KEY"));
-        let from_named = settings
-            .api_key_env
-            .as_deref()
-            .and_then(|var| instance.env.get(var));
-        let from_prefix = prefix_var.as_deref().and_then(|var| instance.env.get(var));
-        if settings.api_key.is_some() && from_named.is_none() && from_prefix.is_none() {
-            tracing::warn!(
-                gateway = %instance.id,
-                "the API key is written in the settings table; prefer api_key_env"
-            );
-        }
-        config.api_key = from_named
-            .or(from_prefix)
-            .map(str::to_string)
-            .or(settings.api_key.filter(|k| !k.trim().is_empty()))
-            .map(|k| ApiKey::new(k.trim()));
-        config.api_key_source = match (settings.api_key_env, prefix_var) {
-            (Some(var), _) => var,
-            (None, Some(var)) => var,
-            (None, None) => "api_key_env".into(),
-        };
-
-        config.validate().map_err(invalid)?;
+        config.validate()?;
         Ok(config)
     }
 
@@ -303,6 +243,75 @@ impl OpenAiCompatConfig {
         }
         Ok(())
     }
+}
+
+/// Where an instance's values come from: its environment defaults, then its table.
+struct Sources<'a>(&'a InstanceConfig);
+
+impl Sources<'_> {
+    /// `<prefix>NAME` parsed (the error names the variable) when set, else the table's value.
+    fn value<T: FromStr>(&self, name: &str, from_table: Option<T>) -> Result<Option<T>, String>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.0.env_default(name) {
+            Some((var, value)) => parse(&var, value).map(Some),
+            None => Ok(from_table),
+        }
+    }
+}
+
+/// The API root: `<prefix>BASE_URL` beats `base_url`, which beats the default; the error
+/// names the one it came from.
+fn base_url(instance: &InstanceConfig, from_table: Option<String>) -> Result<String, String> {
+    let (url, source) = match instance.env_default("BASE_URL") {
+        Some((var, value)) => (value.trim().to_string(), var),
+        None => (
+            from_table.unwrap_or_else(|| DEFAULT_BASE_URL.into()),
+            "base_url".to_string(),
+        ),
+    };
+    parse_base_url(&url, &source)?;
+    Ok(url)
+}
+
+/// `auth = "none"`: no key, and naming one in the table is a mistake worth an error.
+fn no_key(settings: &Settings) -> Result<(Option<ApiKey>, String), String> {
+    if settings.api_key_env.is_some() || settings.api_key.is_some() {
+        return Err("auth = \"none\" sends no key: remove api_key_env and api_key".into());
+    }
+    Ok((None, "auth = \"none\"".into()))
+}
+
+/// The bearer key (from `api_key_env`, else `<prefix>API_KEY`, else the literal `api_key`)
+/// and the variable that should hold it, named when it is missing.
+fn bearer_key(instance: &InstanceConfig, settings: &Settings) -> (Option<ApiKey>, String) {
+    let prefix_var = instance
+        .env_prefix
+        .as_ref()
+        .map(|prefix| format!("{prefix}API_KEY"));
+    let from_named = settings
+        .api_key_env
+        .as_deref()
+        .and_then(|var| instance.env.get(var));
+    let from_prefix = prefix_var.as_deref().and_then(|var| instance.env.get(var));
+    let literal = settings.api_key.as_deref().filter(|k| !k.trim().is_empty());
+    if literal.is_some() && from_named.is_none() && from_prefix.is_none() {
+        tracing::warn!(
+            gateway = %instance.id,
+            "the API key is written in the settings table; prefer api_key_env"
+        );
+    }
+    let key = from_named
+        .or(from_prefix)
+        .or(literal)
+        .map(|k| ApiKey::new(k.trim()));
+    let source = settings
+        .api_key_env
+        .clone()
+        .or(prefix_var)
+        .unwrap_or_else(|| "api_key_env".into());
+    (key, source)
 }
 
 /// Parse and check a base URL (`http` or `https`, with a host), without its trailing `/`;
@@ -354,6 +363,7 @@ mod tests {
             settings,
             env_prefix: prefix.map(str::to_string),
             env: Env::from_pairs(env.iter().copied()),
+            ..InstanceConfig::default()
         }
     }
 
@@ -373,21 +383,18 @@ mod tests {
 
         let config = OpenAiCompatConfig::from_instance(&instance(
             json!({"model": "file-model", "max_tokens": 10, "base_url": "http://file/v1",
-                   "idle_timeout_ms": 7, "temperature": 0.5, "headers": {"X-Title": "t"}}),
+                   "temperature": 0.5, "headers": {"X-Title": "t"}}),
             Some("OPENAI_COMPAT_"),
             &[
-                ("OPENAI_COMPAT_MODEL", "env-model"),
+                ("OPENAI_COMPAT_MODEL", " env-model "),
                 ("OPENAI_COMPAT_MAX_TOKENS", "20"),
                 ("OPENAI_COMPAT_API_KEY", "k1"),
-                ("OPENAI_COMPAT_FIRST_TOKEN_TIMEOUT_MS", "99"),
             ],
         ))
         .unwrap();
         assert_eq!(config.model, "env-model");
         assert_eq!(config.max_tokens, 20);
         assert_eq!(config.base_url, "http://file/v1");
-        assert_eq!(config.idle_timeout, Duration::from_millis(7));
-        assert_eq!(config.first_token_timeout, Duration::from_millis(99));
         assert_eq!(config.temperature, Some(0.5));
         assert_eq!(config.api_key, Some(ApiKey::new("k1")));
         assert_eq!(config.headers.get("X-Title").map(String::as_str), Some("t"));
@@ -456,19 +463,23 @@ mod tests {
     }
 
     #[test]
-    fn named_instance_reads_every_key() {
-        let config = OpenAiCompatConfig::from_instance(&instance(
+    fn named_instance_reads_every_key_and_its_typed_timeouts() {
+        let mut named = instance(
             json!({"base_url": "https://openrouter.ai/api/v1", "api_key_env": "OR_KEY",
                    "model": "m", "max_tokens": 64, "temperature": 0.2,
-                   "connect_timeout_ms": 11, "first_token_timeout_ms": 22, "idle_timeout_ms": 33,
                    "headers": {"HTTP-Referer": "https://example.org", "X-Title": "Voice"}}),
             None,
             &[
                 ("OR_KEY", "k"),
                 ("OPENAI_COMPAT_MODEL", "ignored: no prefix"),
             ],
-        ))
-        .unwrap();
+        );
+        named.timeouts = Timeouts {
+            connect: Duration::from_millis(11),
+            first_token: Duration::from_millis(22),
+            idle: Duration::from_millis(33),
+        };
+        let config = OpenAiCompatConfig::from_instance(&named).unwrap();
         assert_eq!(config.base_url, "https://openrouter.ai/api/v1");
         assert_eq!(config.auth, Auth::Bearer);
         assert_eq!(config.api_key, Some(ApiKey::new("k")));
@@ -480,6 +491,34 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_millis(33));
         assert_eq!(config.headers.len(), 2);
         assert_eq!(config.headers["HTTP-Referer"], "https://example.org");
+    }
+
+    #[test]
+    fn timeouts_arrive_typed_not_in_the_table() {
+        let config = OpenAiCompatConfig::from_instance(&instance(json!({}), None, &[])).unwrap();
+        assert_eq!(
+            (
+                config.connect_timeout,
+                config.first_token_timeout,
+                config.idle_timeout
+            ),
+            (
+                DEFAULT_CONNECT_TIMEOUT,
+                DEFAULT_FIRST_TOKEN_TIMEOUT,
+                DEFAULT_IDLE_TIMEOUT
+            )
+        );
+        let err =
+            OpenAiCompatConfig::from_instance(&instance(json!({"idle_timeout_ms": 7}), None, &[]))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("idle_timeout_ms"), "{err}");
+        let mut zero = instance(json!({}), None, &[]);
+        zero.timeouts.idle = Duration::ZERO;
+        let err = OpenAiCompatConfig::from_instance(&zero)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("idle_timeout_ms must be at least 1"), "{err}");
     }
 
     #[test]

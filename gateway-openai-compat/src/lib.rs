@@ -33,11 +33,11 @@
 //!
 //! Configuration keys (settings table, all optional; unknown keys are rejected): `base_url`,
 //! `auth` (`bearer`, the default, or `none`), `api_key_env`, `api_key` (discouraged), `model`,
-//! `max_tokens`, `temperature`, `connect_timeout_ms`, `first_token_timeout_ms`,
-//! `idle_timeout_ms`, `headers`. For an instance with an environment prefix (`OPENAI_COMPAT_`
-//! for the built-in one), `<prefix>API_KEY`, `<prefix>AUTH`, `<prefix>BASE_URL`,
-//! `<prefix>MODEL`, `<prefix>MAX_TOKENS`, `<prefix>TEMPERATURE` and the `<prefix>*_TIMEOUT_MS`
-//! variables beat the table. A server that needs no key (a local Ollama or vLLM) is declared
+//! `max_tokens`, `temperature`, `headers`. The timeouts come typed in
+//! [`gateway_core::InstanceConfig::timeouts`] (the host resolves `*_timeout_ms` and
+//! `<prefix>*_TIMEOUT_MS`). For an instance with an environment prefix (`OPENAI_COMPAT_` for the
+//! built-in one), `<prefix>API_KEY`, `<prefix>AUTH`, `<prefix>BASE_URL`, `<prefix>MODEL`,
+//! `<prefix>MAX_TOKENS` and `<prefix>TEMPERATURE` beat the table. A server that needs no key (a local Ollama or vLLM) is declared
 //! with `auth = "none"`: it is configured without a key and sends no `Authorization` header.
 //!
 //! Tool calls: the turn's `extra` request fields (`tools`, `tool_choice`, ...) and its messages

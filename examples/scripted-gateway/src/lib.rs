@@ -41,13 +41,6 @@ pub struct ScriptedConfig {
     /// Model name reported when a turn does not ask for one.
     #[serde(default = "default_model")]
     pub model: String,
-    // Host-wide timeouts are passed to every instance; a scripted answer has no use for them.
-    #[serde(default, rename = "connect_timeout_ms")]
-    _connect_timeout_ms: Option<u64>,
-    #[serde(default, rename = "first_token_timeout_ms")]
-    _first_token_timeout_ms: Option<u64>,
-    #[serde(default, rename = "idle_timeout_ms")]
-    _idle_timeout_ms: Option<u64>,
 }
 
 fn default_reply() -> String {
@@ -181,7 +174,7 @@ impl Gateway for Scripted {
 mod tests {
     use super::*;
     use futures::StreamExt;
-    use gateway_core::{ChatMessage, Env, Registry};
+    use gateway_core::{ChatMessage, Registry};
 
     /// Build instance `robot` of the kind as registered, from `settings`.
     fn build_robot(settings: serde_json::Value) -> Result<Arc<dyn Gateway>, GatewayError> {
@@ -189,8 +182,7 @@ mod tests {
         (registry.get(KIND_ID).unwrap().build)(&InstanceConfig {
             id: "robot".into(),
             settings,
-            env_prefix: None,
-            env: Env::default(),
+            ..InstanceConfig::default()
         })
     }
 

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use gateway_core::{Env, Event, Registry};
+use gateway_host::config::GatewayConfig;
 use gateway_host::turn::{self, TurnRequest};
-use gateway_host::GatewayConfig;
 use gateway_host::{AppState, HostConfig, Instances};
 use gateway_host::{Profile, ProfileSet};
 use serde_json::json;
@@ -19,7 +19,8 @@ async fn answers_a_turn_through_the_host_pipeline() {
         prompts_dir: "does-not-exist".into(),
         ..HostConfig::default()
     };
-    let settings = json!({"reply": "Beep: {message}"});
+    // The timeout is the host's key: the kind (which rejects unknown keys) never sees it.
+    let settings = json!({"reply": "Beep: {message}", "first_token_timeout_ms": 4000});
     config.gateways.insert(
         "robot".into(),
         GatewayConfig {

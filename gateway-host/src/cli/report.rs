@@ -30,6 +30,16 @@ pub struct Finding {
     pub detail: String,
 }
 
+/// The ids of the profiles that use instance `id`, as gateway or fallback.
+fn users_of(state: &AppState, id: &str) -> Vec<String> {
+    state
+        .profiles()
+        .iter()
+        .filter(|p| p.gateway_id == id || p.fallback_gateway_ids.iter().any(|f| f == id))
+        .map(|p| p.id.clone())
+        .collect()
+}
+
 /// Everything `check` reports about a loaded state.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -44,132 +54,94 @@ impl Report {
     /// `[gateways.*]` instance no profile uses is a warning. Profiles naming an unknown gateway
     /// or fallback are problems (reported by the profile loader).
     pub fn of(state: &AppState) -> Self {
-        let mut findings = Vec::new();
-        let mut push = |section, level, subject: &str, detail: String| {
-            findings.push(Finding {
-                section,
-                level,
-                subject: subject.to_string(),
-                detail,
-            })
-        };
-        let used_by = |id: &str| {
-            state
-                .profiles()
-                .iter()
-                .filter(|p| p.gateway_id == id || p.fallback_gateway_ids.iter().any(|f| f == id))
-                .map(|p| p.id.clone())
-                .collect::<Vec<_>>()
-        };
+        let mut report = Self::default();
+        report.gateways(state);
+        report.profiles(state);
+        report.prompt(state);
+        report.memory(state);
+        report.access(state);
+        report
+    }
+
+    /// One line per instance (see [`Report::of`] for the levels), then the failed ones.
+    fn gateways(&mut self, state: &AppState) {
         for g in state.instances().iter() {
-            let users = used_by(g.id());
-            let model = g.default_model().unwrap_or("-");
+            let users = users_of(state, g.id());
+            let used = match users.as_slice() {
+                [] => "no profile uses it".to_string(),
+                users => format!("used by {}", users.join(", ")),
+            };
             let declared = state.config().gateways.contains_key(g.id());
-            match g.is_configured() {
-                Ok(()) if users.is_empty() && declared => push(
-                    "gateway",
-                    Level::Warning,
-                    g.id(),
-                    format!(
-                        "kind {}, configured, default model {model}, but no profile uses it",
-                        g.kind()
-                    ),
-                ),
-                Ok(()) if users.is_empty() => push(
-                    "gateway",
-                    Level::Ok,
-                    g.id(),
-                    format!(
-                        "kind {}, configured, default model {model} (built in; no profile uses it)",
-                        g.kind()
-                    ),
-                ),
-                Ok(()) => push(
-                    "gateway",
-                    Level::Ok,
-                    g.id(),
-                    format!(
-                        "kind {}, configured, default model {model} (used by {})",
-                        g.kind(),
-                        users.join(", ")
-                    ),
-                ),
-                Err(e) if users.is_empty() => push(
-                    "gateway",
-                    Level::Warning,
-                    g.id(),
-                    format!("kind {}: {e} (no profile uses it)", g.kind()),
-                ),
-                Err(e) => push(
-                    "gateway",
-                    Level::Problem,
-                    g.id(),
-                    format!("kind {}: {e} (used by {})", g.kind(), users.join(", ")),
-                ),
-            }
+            let (level, detail) = match g.is_configured() {
+                Ok(()) => {
+                    let model = g.default_model().unwrap_or("-");
+                    let head = format!("kind {}, configured, default model {model}", g.kind());
+                    match (users.is_empty(), declared) {
+                        (true, true) => (Level::Warning, format!("{head}, but {used}")),
+                        (true, false) => (Level::Ok, format!("{head} (built in; {used})")),
+                        (false, _) => (Level::Ok, format!("{head} ({used})")),
+                    }
+                }
+                Err(e) if users.is_empty() => {
+                    (Level::Warning, format!("kind {}: {e} ({used})", g.kind()))
+                }
+                Err(e) => (Level::Problem, format!("kind {}: {e} ({used})", g.kind())),
+            };
+            self.push("gateway", level, g.id(), detail);
         }
         for (id, f) in state.instances().failures() {
-            push(
-                "gateway",
-                Level::Problem,
-                id,
-                format!("kind {}: {}", f.kind, f.reason),
-            );
+            let detail = format!("kind {}: {}", f.kind, f.reason);
+            self.push("gateway", Level::Problem, id, detail);
         }
+    }
+
+    /// The loaded profiles with their gateways, their voice-setting problems, the files that
+    /// failed to load, and a default profile that is missing.
+    fn profiles(&mut self, state: &AppState) {
         for p in state.profiles().iter() {
             let fallbacks = match p.fallback_gateway_ids.as_slice() {
                 [] => String::new(),
                 ids => format!(", then {}", ids.join(", ")),
             };
-            push(
-                "profile",
-                Level::Ok,
-                &p.file,
-                format!("id {}, gateway {}{fallbacks}", p.id, p.gateway_id),
-            );
+            let detail = format!("id {}, gateway {}{fallbacks}", p.id, p.gateway_id);
+            self.push("profile", Level::Ok, &p.file, detail);
             for problem in crate::turn::voice::VoiceSettings::problems(p) {
-                push("profile", Level::Problem, &p.file, problem);
+                self.push("profile", Level::Problem, &p.file, problem);
             }
         }
         for problem in state.profiles().problems() {
-            push(
-                "profile",
-                Level::Problem,
-                &problem.file,
-                problem.error.to_string(),
-            );
+            let detail = problem.error.to_string();
+            self.push("profile", Level::Problem, &problem.file, detail);
         }
         let default = &state.config().default_profile;
         if state.profiles().get(default).is_none() {
-            push(
-                "profile",
-                Level::Warning,
-                default,
-                "default_profile is not loaded: requests without `profile` get 404".into(),
-            );
+            let detail = "default_profile is not loaded: requests without `profile` get 404";
+            self.push("profile", Level::Warning, default, detail.into());
         }
+    }
+
+    /// The voice prompt file, read now.
+    fn prompt(&mut self, state: &AppState) {
         let path = state
             .prompts()
             .path()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "(none)".into());
-        match state.prompts().refresh() {
-            PromptStatus::Loaded(bytes) => push(
-                "prompt",
-                Level::Ok,
-                &path,
-                format!("{bytes} bytes after stripping # lines"),
-            ),
-            PromptStatus::Missing => push(
-                "prompt",
+        let (level, detail) = match state.prompts().refresh() {
+            PromptStatus::Loaded(bytes) => {
+                (Level::Ok, format!("{bytes} bytes after stripping # lines"))
+            }
+            PromptStatus::Missing => (
                 Level::Warning,
-                &path,
                 "missing: profile prompts are used alone".into(),
             ),
-            PromptStatus::Disabled => {
-                push("prompt", Level::Ok, &path, "no prompts directory".into())
-            }
-        }
+            PromptStatus::Disabled => (Level::Ok, "no prompts directory".into()),
+        };
+        self.push("prompt", level, &path, detail);
+    }
+
+    /// The session store's settings (the Redis password never shown).
+    fn memory(&mut self, state: &AppState) {
         let memory = &state.config().memory;
         let detail = match memory.backend {
             MemoryBackend::Redis => format!(
@@ -184,56 +156,47 @@ impl Report {
                 memory.max_messages, memory.max_sessions, memory.idle_ttl_secs
             ),
         };
-        push("memory", Level::Ok, "store", detail);
+        self.push("memory", Level::Ok, "store", detail);
+    }
+
+    /// Client authentication (broken, exposed, on or off) and the stream limits.
+    fn access(&mut self, state: &AppState) {
+        let config = state.config();
         let auth = state.auth();
-        let bind = state.config().bind;
-        if let Some(problem) = auth.problem() {
-            push(
-                "access",
+        let (level, detail) = if let Some(problem) = auth.problem() {
+            (
                 Level::Problem,
-                "auth",
                 format!("{problem}: every request would be refused"),
-            );
-        } else if let Some(warning) = crate::http::auth::exposure_warning(bind, auth) {
-            push("access", Level::Warning, "auth", warning);
+            )
+        } else if let Some(warning) = crate::http::auth::exposure_warning(config.bind, auth) {
+            (Level::Warning, warning)
         } else if auth.is_enabled() {
-            let metrics = if state.config().auth.public_metrics {
+            let metrics = if config.auth.public_metrics {
                 "open"
             } else {
                 "protected"
             };
-            push(
-                "access",
-                Level::Ok,
-                "auth",
-                format!(
-                    "{} bearer token(s) accepted; /healthz open, /metrics {metrics}",
-                    auth.token_count()
-                ),
-            );
+            let tokens = auth.token_count();
+            let detail =
+                format!("{tokens} bearer token(s) accepted; /healthz open, /metrics {metrics}");
+            (Level::Ok, detail)
         } else {
-            push(
-                "access",
+            (
                 Level::Ok,
-                "auth",
-                format!("off (bound to loopback {bind})"),
-            );
-        }
-        let limits = &state.config().limits;
-        push(
-            "access",
-            Level::Ok,
-            "limits",
-            format!(
-                "{} streams in total, {} per session (0 = no limit), upstream concurrency {} \
-                 per instance (0 = no limit), shutdown grace {} s",
-                limits.max_streams,
-                limits.max_streams_per_session,
-                limits.max_upstream_concurrency,
-                state.config().shutdown_grace_secs
-            ),
+                format!("off (bound to loopback {})", config.bind),
+            )
+        };
+        self.push("access", level, "auth", detail);
+        let limits = &config.limits;
+        let detail = format!(
+            "{} streams in total, {} per session (0 = no limit), upstream concurrency {} per \
+             instance (0 = no limit), shutdown grace {} s",
+            limits.max_streams,
+            limits.max_streams_per_session,
+            limits.max_upstream_concurrency,
+            config.shutdown_grace_secs
         );
-        Self { findings }
+        self.push("access", Level::Ok, "limits", detail);
     }
 
     /// Add a finding (e.g. the result of connecting to the session store).

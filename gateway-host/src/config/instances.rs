@@ -2,18 +2,19 @@
 //!
 //! Every registered kind gets a built-in instance whose id is the kind id and whose defaults
 //! come from `<KIND>_*` environment variables (`OPENAI_COMPAT_API_KEY`, ...). Every other
-//! `[gateways.<id>]` table is a named instance of its `kind`. The host-wide timeouts are passed
-//! to each instance as `connect_timeout_ms`, `first_token_timeout_ms` and `idle_timeout_ms`
-//! unless the instance sets them (or, for a built-in instance, its environment does), so every
-//! kind should accept these three settings keys.
+//! `[gateways.<id>]` table is a named instance of its `kind`. Each instance's upstream limits
+//! reach its kind typed ([`gateway_core::Timeouts`]): `[timeouts]`, unless the table sets
+//! `connect_timeout_ms`, `first_token_timeout_ms` or `idle_timeout_ms` (or, for a built-in
+//! instance, `<KIND>_CONNECT_TIMEOUT_MS`, ... is set). Those keys are the host's, like `kind`,
+//! `retry` and `max_concurrency`: a kind's settings never hold them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_core::{Env, Gateway, InstanceConfig, Registry};
+use gateway_core::{Env, Gateway, GatewayError, InstanceConfig, Registry, Timeouts};
 
-use crate::config::{GatewayConfig, HostConfig};
+use crate::config::{GatewayConfig, HostConfig, TimeoutConfig};
 use crate::turn::upstream_limit;
 
 /// An instance that could not be built (unknown kind, invalid settings).
@@ -41,11 +42,68 @@ impl std::fmt::Debug for Instances {
     }
 }
 
+/// The host's limit keys of a `[gateways.<id>]` table, with the variable (after a built-in
+/// instance's prefix) that beats each.
 const TIMEOUT_KEYS: [(&str, &str); 3] = [
     ("connect_timeout_ms", "CONNECT_TIMEOUT_MS"),
     ("first_token_timeout_ms", "FIRST_TOKEN_TIMEOUT_MS"),
     ("idle_timeout_ms", "IDLE_TIMEOUT_MS"),
 ];
+
+/// An instance's limits: `<PREFIX>*_TIMEOUT_MS` (built-in instances) beats the table's
+/// `*_timeout_ms`, which beats `[timeouts]`. The keys are taken out of `settings`. Errors name
+/// the key or variable.
+fn timeouts(
+    settings: &mut serde_json::Map<String, serde_json::Value>,
+    instance: &InstanceConfig,
+    host: TimeoutConfig,
+) -> Result<Timeouts, String> {
+    let defaults = [
+        ("timeouts.connect_ms", host.connect_ms),
+        ("timeouts.first_token_ms", host.first_token_ms),
+        ("timeouts.idle_ms", host.idle_ms),
+    ];
+    let mut limits = [Duration::ZERO; 3];
+    for ((limit, (key, var)), default) in limits.iter_mut().zip(TIMEOUT_KEYS).zip(defaults) {
+        let from_table = settings.remove(key);
+        *limit = limit_ms(instance.env_default(var), (key, from_table), default)?;
+    }
+    let [connect, first_token, idle] = limits;
+    Ok(Timeouts {
+        connect,
+        first_token,
+        idle,
+    })
+}
+
+/// One limit from the first source that has it (variable, table key, host default); zero is
+/// refused.
+fn limit_ms(
+    from_env: Option<(String, &str)>,
+    (key, from_table): (&str, Option<serde_json::Value>),
+    (default_name, default_ms): (&str, u64),
+) -> Result<Duration, String> {
+    let (source, ms) = match (from_env, from_table) {
+        (Some((var, value)), _) => {
+            let value = value.trim();
+            let ms = value
+                .parse::<u64>()
+                .map_err(|e| format!("{var}: cannot parse '{value}': {e}"))?;
+            (var, ms)
+        }
+        (None, Some(value)) => {
+            let ms = value.as_u64().ok_or_else(|| {
+                format!("{key} must be a whole number of milliseconds, got {value}")
+            })?;
+            (key.to_string(), ms)
+        }
+        (None, None) => (default_name.to_string(), default_ms),
+    };
+    if ms == 0 {
+        return Err(format!("{source} must be at least 1"));
+    }
+    Ok(Duration::from_millis(ms))
+}
 
 impl Instances {
     /// Build every instance. Failures are recorded, not fatal: the rest still serve.
@@ -63,9 +121,9 @@ impl Instances {
             }
             let instance = InstanceConfig {
                 id: kind.id.to_string(),
-                settings: serde_json::Value::Null,
                 env_prefix: Some(kind.env_prefix()),
                 env: env.clone(),
+                ..InstanceConfig::default()
             };
             out.build_one(kind, section, instance, config);
         }
@@ -86,9 +144,9 @@ impl Instances {
             };
             let instance = InstanceConfig {
                 id: id.clone(),
-                settings: serde_json::Value::Null,
                 env_prefix: None,
                 env: env.clone(),
+                ..InstanceConfig::default()
             };
             out.build_one(kind, section.clone(), instance, config);
         }
@@ -103,32 +161,24 @@ impl Instances {
         config: &HostConfig,
     ) {
         let mut settings = section.settings;
-        let t = config.timeouts;
-        for ((key, env_name), value) in
-            TIMEOUT_KEYS
-                .iter()
-                .zip([t.connect_ms, t.first_token_ms, t.idle_ms])
-        {
-            if !settings.contains_key(*key) && instance.env_default(env_name).is_none() {
-                settings.insert((*key).to_string(), value.into());
+        instance.timeouts = match timeouts(&mut settings, &instance, config.timeouts) {
+            Ok(timeouts) => timeouts,
+            Err(reason) => {
+                let id = instance.id;
+                let error = GatewayError::InvalidConfig {
+                    gateway: id.clone(),
+                    reason,
+                };
+                return self.fail(&id, kind.id, error.to_string());
             }
-        }
+        };
+        instance.settings = serde_json::Value::Object(settings);
         let limit = section
             .max_concurrency
             .unwrap_or(config.limits.max_upstream_concurrency);
-        let first_token_ms = settings
-            .get("first_token_timeout_ms")
-            .and_then(|v| v.as_u64())
-            .or_else(|| {
-                instance
-                    .env_default("FIRST_TOKEN_TIMEOUT_MS")
-                    .and_then(|(_, v)| v.trim().parse().ok())
-            })
-            .unwrap_or(t.first_token_ms);
-        instance.settings = serde_json::Value::Object(settings);
         match (kind.build)(&instance) {
             Ok(gateway) if limit > 0 => {
-                let wait = Duration::from_millis(first_token_ms);
+                let wait = instance.timeouts.first_token;
                 let limited = upstream_limit::Limited::wrap(gateway, limit, wait);
                 self.gateways.insert(instance.id, limited);
             }
@@ -207,20 +257,19 @@ mod tests {
     }
 
     fn build(c: &InstanceConfig) -> Result<Arc<dyn Gateway>, GatewayError> {
-        // Strict like real kinds: `max_concurrency` is the host's key and must not arrive here.
-        if c.settings.get("bad").is_some() || c.settings.get("max_concurrency").is_some() {
+        // Strict like real kinds: the host's keys (`max_concurrency`, the timeouts) must not
+        // arrive here.
+        let host_key = |k: &String| k == "max_concurrency" || k.ends_with("_timeout_ms");
+        let mut keys = c.settings.as_object().into_iter().flat_map(|m| m.keys());
+        if let Some(key) = keys.find(|k| *k == "bad" || host_key(k)) {
             return Err(GatewayError::InvalidConfig {
                 gateway: c.id.clone(),
-                reason: "unknown key `bad`".into(),
+                reason: format!("unknown key `{key}`"),
             });
-        }
-        let mut settings = c.settings.clone();
-        if let Some((_, v)) = c.env_default("CONNECT_TIMEOUT_MS") {
-            settings["env_connect"] = v.into();
         }
         Ok(Arc::new(Fake {
             id: c.id.clone(),
-            settings,
+            settings: c.settings.clone(),
         }))
     }
 
@@ -228,6 +277,21 @@ mod tests {
         id: "fake",
         description: "fake",
         build,
+    };
+
+    /// A kind that reports the timeouts it was handed as its model: `connect/first/idle` ms.
+    fn build_timed(c: &InstanceConfig) -> Result<Arc<dyn Gateway>, GatewayError> {
+        let t = c.timeouts;
+        let ms = [t.connect, t.first_token, t.idle].map(|d| d.as_millis().to_string());
+        let mut c = c.clone();
+        c.settings["model"] = ms.join("/").into();
+        build(&c)
+    }
+
+    static TIMED: GatewayKind = GatewayKind {
+        id: "timed",
+        description: "timed",
+        build: build_timed,
     };
 
     fn settings(g: &Arc<dyn Gateway>) -> serde_json::Value {
@@ -287,5 +351,56 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(wrong.contains("max_concurrency"), "{wrong}");
+    }
+
+    fn timed_instances(gateways: serde_json::Value, env: &[(&str, &str)]) -> Instances {
+        let config = HostConfig::from_provider(figment::providers::Serialized::defaults(
+            serde_json::json!({
+                "timeouts": {"connect_ms": 100, "first_token_ms": 200, "idle_ms": 300},
+                "gateways": gateways,
+            }),
+        ))
+        .unwrap();
+        let registry = Registry::from_kinds([&TIMED]).unwrap();
+        Instances::build(&registry, &config, &Env::from_pairs(env.iter().copied()))
+    }
+
+    #[test]
+    fn kinds_get_typed_timeouts_and_never_the_hosts_keys() {
+        let inst = timed_instances(
+            serde_json::json!({
+                "timed": {"first_token_timeout_ms": 222, "idle_timeout_ms": 1},
+                "named": {"kind": "timed", "idle_timeout_ms": 30},
+                "plain": {"kind": "timed"},
+            }),
+            &[("TIMED_IDLE_TIMEOUT_MS", " 333 ")],
+        );
+        // The built-in instance: variable > table > [timeouts].
+        assert_eq!(settings(inst.get("timed").unwrap()), "100/222/333");
+        // A named instance has no variables: its table, else [timeouts].
+        assert_eq!(settings(inst.get("named").unwrap()), "100/200/30");
+        assert_eq!(settings(inst.get("plain").unwrap()), "100/200/300");
+    }
+
+    #[test]
+    fn bad_timeouts_fail_the_instance_naming_the_key_or_variable() {
+        let inst = timed_instances(
+            serde_json::json!({
+                "timed": {},
+                "words": {"kind": "timed", "connect_timeout_ms": "soon"},
+                "zero": {"kind": "timed", "first_token_timeout_ms": 0},
+            }),
+            &[("TIMED_IDLE_TIMEOUT_MS", "later")],
+        );
+        let reason = |id: &str| inst.failure(id).expect(id).reason.clone();
+        assert!(reason("timed").contains("TIMED_IDLE_TIMEOUT_MS: cannot parse 'later'"));
+        assert!(reason("words").contains("connect_timeout_ms must be a whole number"));
+        assert!(reason("zero").contains("first_token_timeout_ms must be at least 1"));
+        let zero = timed_instances(serde_json::json!({}), &[("TIMED_CONNECT_TIMEOUT_MS", "0")]);
+        assert!(zero
+            .failure("timed")
+            .unwrap()
+            .reason
+            .contains("TIMED_CONNECT_TIMEOUT_MS must be at least 1"));
     }
 }

@@ -1,4 +1,9 @@
 //! Host configuration: built-in defaults < `gateway.toml` < `.env` < `GATEWAY_*` environment.
+//!
+//! The settings types are public, so embedders can build a [`HostConfig`] in code. Beside them
+//! (crate-private, their main types re-exported at the crate root): `profile.rs` (profiles),
+//! `prompt.rs` (the voice prompt file) and `instances.rs` (gateway instances from the kind
+//! registry and the `[gateways.*]` tables).
 
 pub(crate) mod instances;
 pub(crate) mod profile;

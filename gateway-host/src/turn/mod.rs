@@ -196,7 +196,7 @@ async fn prepare(
     if state.shutdown().is_aborted() {
         return Err(Refusal::ShuttingDown.into());
     }
-    let system = system_prompt(state, &profile, request.system_prompt.as_deref());
+    let system = system_prompt(state, &profile, request.system_prompt.as_deref()).await;
     let messages = match options.conversation {
         Some(conversation) => compose(system, conversation, None),
         None => {
@@ -362,11 +362,16 @@ async fn history(
 
 /// The turn's system prompt: `"default"`/absent is the prompt file plus the profile's
 /// prompt, `"none"` or blank is none, anything else is used as is.
-fn system_prompt(state: &AppState, profile: &Profile, requested: Option<&str>) -> Option<Arc<str>> {
+async fn system_prompt(
+    state: &AppState,
+    profile: &Profile,
+    requested: Option<&str>,
+) -> Option<Arc<str>> {
     match requested {
-        None | Some("default") => state
-            .prompts()
-            .system_prompt(&profile.id, profile.system_prompt.as_deref().unwrap_or("")),
+        None | Some("default") => {
+            let own = profile.system_prompt.as_deref().unwrap_or("");
+            state.prompts().system_prompt(&profile.id, own).await
+        }
         Some("none") => None,
         Some(custom) if custom.trim().is_empty() => None,
         Some(custom) => Some(custom.into()),

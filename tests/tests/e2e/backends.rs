@@ -5,8 +5,9 @@ use figment::providers::{Format, Toml};
 use figment::Figment;
 use gateway_core::{Env, Registry};
 use gateway_host::{HostConfig, Instances};
-use gateway_tests::{profile_on, HostSpec, MockUpstream, TestHost, TEST_KEY};
+use gateway_tests::{profile_on, HostSpec, MockUpstream, Reply, TestHost, TEST_KEY};
 use serde_json::json;
+use tokio::sync::oneshot;
 
 const GROQ_KEY: &str = "gsk-test-GROQ-5a4b3c";
 
@@ -111,4 +112,27 @@ fn the_shipped_example_config_builds_both_backends() {
     let reason = instances.get("groq").unwrap().is_configured().unwrap_err();
     assert!(reason.to_string().contains("GROQ_API_KEY"), "{reason}");
     assert_eq!(instances.get("ollama").unwrap().is_configured(), Ok(()));
+}
+
+#[tokio::test]
+async fn the_builtin_instance_takes_its_timeouts_from_its_variables() {
+    // The variable beats the table, which beats `[timeouts]`; no retry hides the timeout.
+    let spec = HostSpec {
+        config: json!({
+            "retry": {"max_attempts": 1},
+            "gateways": {"openai-compat": {"first_token_timeout_ms": 20000}},
+        }),
+        ..HostSpec::default()
+    }
+    .with_env("OPENAI_COMPAT_FIRST_TOKEN_TIMEOUT_MS", "300");
+    let host = TestHost::with(spec).await;
+    let (closed, _closed_rx) = oneshot::channel();
+    host.upstream.push(Reply::silent(closed));
+    let answer = host.sse(json!({"message": "hi"})).await;
+    assert_eq!(answer.last()["type"], "error", "{}", answer.body);
+    let error = answer.last()["error"].as_str().unwrap();
+    assert!(
+        error.contains("first token timeout") && error.contains("300 ms"),
+        "{error}"
+    );
 }

@@ -32,7 +32,11 @@
 //!   type, [`ApiError`], rendered as the host's JSON error or as OpenAI's (`error.rs`).
 //! - [`turn`]: the pipeline from a request to a well-formed event stream ([`turn::start`]):
 //!   failover across a profile's gateways, admission (stream limits, shutdown), upstream
-//!   concurrency per instance, sentence events and a profile's voice settings.
+//!   concurrency per instance, sentence events, a profile's voice settings and the tool loop
+//!   (`tool_loop.rs`: tool rounds of a turn whose profile offers MCP tools).
+//! - `tools/`: the MCP tool servers of `[tools]` (stdio started lazily and again after a
+//!   crash, or streamable HTTP), the tools a profile offers, running calls, and what `check`
+//!   says about them.
 //! - `sessions/`: turns of one session one at a time (queue modes, interrupts), the session
 //!   stores (in memory or Redis, `store.rs`) and per-session stream slots (`slots.rs`).
 //! - [`config`]: the settings ([`HostConfig`]), profiles ([`ProfileSet`]), the voice prompt
@@ -52,7 +56,7 @@
 //! `POST /v1/chat/completions`. The settings, profile fields, routes and errors are described
 //! in `README.md`; operations (Redis, authentication, limits, shutdown) in
 //! `docs/operations.md`, gateways and fallbacks in `docs/backends.md`, the OpenAI facade in
-//! `docs/openai-api.md`, voice features in `docs/voice.md`.
+//! `docs/openai-api.md`, voice features in `docs/voice.md`, MCP tools in `docs/tools.md`.
 
 mod cli;
 pub mod config;

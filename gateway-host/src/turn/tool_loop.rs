@@ -294,7 +294,7 @@ fn action_start(call: &ToolCall) -> Value {
 fn action_end(call: &ToolCall, outcome: &ToolOutcome) -> Value {
     let mut action = json!({"type": "tool", "name": call.name, "toolCallId": call.id,
         "input": input_of(call), "ts": now_ts(),
-        "durationMs": outcome.elapsed.as_millis() as u64});
+        "durationMs": (outcome.elapsed.as_secs_f64() * 1e6).round() / 1e3});
     match &outcome.result {
         Ok(text) => {
             action["phase"] = "result".into();

@@ -10,6 +10,8 @@ use anyhow::{bail, Context as _};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::procs::{tail, ProcSample, ProxyProcess};
+
 /// The profile id the bench creates and routes to.
 pub const PROFILE_ID: &str = "bench";
 
@@ -247,36 +249,9 @@ impl HostProcess {
         &self.base_url
     }
 
-    /// The host's process id.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// Fails if the host has exited.
-    pub fn ensure_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait().context("polling the host")? {
-            bail!(
-                "the host exited ({status}); its stderr:\n{}",
-                tail(&self.stderr_log)
-            );
-        }
-        Ok(())
-    }
-
-    /// The last lines the host wrote to stderr.
-    pub fn stderr_tail(&self) -> String {
-        tail(&self.stderr_log)
-    }
-
     /// Memory and CPU counters of the host, now.
     pub fn sample(&self) -> anyhow::Result<ProcSample> {
         ProcSample::read(self.pid)
-    }
-
-    /// Resets the peak-RSS counter (`VmHWM`) so a later sample shows the peak of one phase.
-    /// Returns false where the kernel does not allow it.
-    pub fn reset_peak_rss(&self) -> bool {
-        std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5").is_ok()
     }
 
     /// Stops the host.
@@ -286,62 +261,24 @@ impl HostProcess {
     }
 }
 
-/// Memory and CPU counters of a process from `/proc/<pid>/status` and `/proc/<pid>/stat`.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcSample {
-    /// Resident set size, KiB.
-    pub rss_kib: u64,
-    /// Peak resident set size (`VmHWM`), KiB.
-    pub hwm_kib: u64,
-    /// User plus system CPU time, seconds.
-    pub cpu_secs: f64,
-}
-
-impl ProcSample {
-    /// Reads the counters of `pid`.
-    pub fn read(pid: u32) -> anyhow::Result<Self> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("reading /proc/{pid}/status"))?;
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("reading /proc/{pid}/stat"))?;
-        // Fields after the `(comm)`, which may itself hold spaces: state is field 3, so utime
-        // (14) and stime (15) are at indexes 11 and 12 of what follows the `)`.
-        let after = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .context("parsing /proc/<pid>/stat")?;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
-        let cpu_ticks = ticks(11) + ticks(12);
-        Ok(Self {
-            rss_kib: field("VmRSS:"),
-            hwm_kib: field("VmHWM:"),
-            cpu_secs: cpu_ticks as f64 / clock_ticks_per_sec(),
-        })
+impl ProxyProcess for HostProcess {
+    fn pid(&self) -> u32 {
+        self.pid
     }
-}
 
-/// `sysconf(_SC_CLK_TCK)`, asked of `getconf` once (100 on every common Linux).
-pub fn clock_ticks_per_sec() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .filter(|t| *t > 0.0)
-            .unwrap_or(100.0)
-    })
+    fn ensure_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait().context("polling the host")? {
+            bail!(
+                "the host exited ({status}); its stderr:\n{}",
+                tail(&self.stderr_log)
+            );
+        }
+        Ok(())
+    }
+
+    fn stderr_tail(&self) -> String {
+        tail(&self.stderr_log)
+    }
 }
 
 /// Start-up times of one host start.
@@ -402,23 +339,9 @@ pub async fn measure_startup(
     Ok(samples)
 }
 
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(20);
-    lines[from..].join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_own_proc_counters() {
-        let sample = ProcSample::read(std::process::id()).unwrap();
-        assert!(sample.rss_kib > 0);
-        assert!(sample.hwm_kib >= sample.rss_kib);
-    }
 
     #[test]
     fn strips_heading_lines() {

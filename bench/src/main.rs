@@ -13,16 +13,24 @@
 //! The levels run twice: first for throughput (`--token-delay-ms`, default 0: each answer
 //! arrives at once and closed-loop workers saturate the CPU), then paced
 //! (`--paced-token-delay-ms`, default 20 ms between tokens, on a fresh host and a second mock)
-//! for the TTFT a host adds to conversations in progress.
+//! for the TTFT a host adds to conversations in progress. The paced levels also run through
+//! the peers, started by the bench in front of the same mock: a bare `nginx` hop and, when
+//! installed (`bench/litellm-venv.sh`), LiteLLM; a missing peer is skipped with the reason.
 //!
-//! It prints Markdown: per level, turns/s, time to first token (TTFT) p50/p90/p99 for both
-//! legs and the TTFT the host adds, full-turn latency, errors, the host's peak RSS and CPU
-//! seconds per 1,000 turns; then the idle host's RSS, the RSS after `--sessions` sessions of
-//! full history, and the host's start-up time. The last line is `SUMMARY {json}`.
+//! It prints Markdown: per level, turns/s, time to first token (TTFT) p50/p90/p99 for every
+//! leg and the TTFT each proxy adds, full-turn latency, errors, each started proxy's peak
+//! RSS, CPU seconds per 1,000 turns and context switches per turn; the proxies side by side
+//! and the host against nginx; then the idle host's RSS, the RSS after `--sessions` sessions
+//! of full history, and the host's start-up time. The last line is `SUMMARY {json}`.
 //! Everything is bounded by turn counts and `--max-seconds`.
 
+mod compare;
 mod host;
+mod levels;
 mod load;
+mod paced;
+mod peers;
+mod procs;
 mod report;
 mod sessions;
 mod tools;
@@ -37,9 +45,12 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use serde_json::json;
 
-use crate::host::{HostProcess, HostSpec, ProcSample, Workdir};
-use crate::load::{LegConfig, Protocol, Target};
-use crate::report::{mib, HostLegStats, LevelReport};
+use crate::host::{HostProcess, HostSpec, Workdir};
+use crate::levels::{Proxy, Workload};
+use crate::load::{Protocol, Target};
+use crate::peers::PeerKind;
+use crate::procs::ProxyProcess;
+use crate::report::mib;
 use crate::upstream::{AnswerSpec, MockUpstream};
 
 /// Which host endpoint the proxy leg drives.
@@ -138,6 +149,31 @@ struct Args {
     /// Measured turns per paced leg [default: 20 × concurrency, at most 20000].
     #[arg(long)]
     paced_turns: Option<u64>,
+    /// Concurrency levels of the paced load, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,20,100,1000")]
+    paced_concurrency: Vec<usize>,
+    /// Peers the paced levels also run through, comma separated (each skipped with the
+    /// reason when it is not installed).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["nginx", "litellm"])]
+    peers: Vec<PeerKind>,
+    /// Run the paced levels through the host only.
+    #[arg(long)]
+    no_peers: bool,
+    /// The nginx binary [default: `nginx` on PATH, else /usr/sbin/nginx and the like].
+    #[arg(long, env = "BENCH_NGINX")]
+    nginx: Option<PathBuf>,
+    /// nginx's `worker_processes`: `auto` is one per core, as the host's runtime has one
+    /// worker thread per core.
+    #[arg(long, default_value = "auto")]
+    nginx_workers: String,
+    /// The `litellm` executable [default: <target>/litellm-venv/bin/litellm, which
+    /// bench/litellm-venv.sh installs].
+    #[arg(long, env = "BENCH_LITELLM")]
+    litellm: Option<PathBuf>,
+    /// Paced levels above this concurrency skip LiteLLM (one Python worker: at 100 streams it
+    /// already adds seconds).
+    #[arg(long, default_value_t = 100)]
+    litellm_max_concurrency: usize,
     /// The gateway-host binary [default: target/release/gateway-host, built if missing].
     #[arg(long, env = "GATEWAY_HOST_BIN")]
     host_bin: Option<PathBuf>,
@@ -189,7 +225,8 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     startup_runs: usize,
     /// Tiny run for the test suite: concurrency 1,10, 60 turns per leg (paced: 20 turns,
-    /// 1 ms between tokens), no sessions phase, one start-up sample.
+    /// 1 ms between tokens, concurrency 1,10, nginx as the only peer), no sessions phase, one
+    /// start-up sample.
     #[arg(long)]
     smoke: bool,
 }
@@ -201,6 +238,9 @@ impl Args {
             self.turns = Some(self.turns.unwrap_or(60));
             self.paced_turns = Some(self.paced_turns.unwrap_or(20));
             self.paced_token_delay_ms = self.paced_token_delay_ms.min(1);
+            self.paced_concurrency = vec![1, 10];
+            // LiteLLM takes seconds to start: the smoke run covers the nginx hop only.
+            self.peers.retain(|&kind| kind == PeerKind::Nginx);
             self.skip_sessions = true;
             self.tool_turns = self.tool_turns.min(5);
             self.startup_runs = self.startup_runs.min(1);
@@ -211,6 +251,15 @@ impl Args {
     fn turns_for(&self, concurrency: usize) -> u64 {
         self.turns
             .unwrap_or_else(|| (20 * concurrency as u64).clamp(2_000, 20_000))
+    }
+
+    /// The peers the paced levels run through.
+    fn peer_kinds(&self) -> &[PeerKind] {
+        if self.no_peers {
+            &[]
+        } else {
+            &self.peers
+        }
     }
 
     fn paced_turns_for(&self, concurrency: usize) -> u64 {
@@ -239,6 +288,9 @@ fn main() -> anyhow::Result<()> {
     args.apply_smoke();
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
         bail!("--concurrency needs positive numbers");
+    }
+    if args.paced_concurrency.contains(&0) {
+        bail!("--paced-concurrency needs positive numbers");
     }
     // 1000 workers need ~1000 fds for the client plus ~1000 for the mock upstream, and the
     // spawned host inherits the limit for its own ~2000.
@@ -356,7 +408,7 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let (proxy_target, proxy_label) = match (&args.proxy_url, &host_process) {
+    let (proxy_target, (proxy_name, proxy_label)) = match (&args.proxy_url, &host_process) {
         (Some(url), _) => {
             if args.proxy_wait_secs > 0 {
                 eprintln!(
@@ -379,7 +431,7 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
                     system_prompt: Some(Arc::clone(&system_prompt)),
                     api_key: args.proxy_api_key.clone(),
                 },
-                "via proxy",
+                ("proxy", "via proxy"),
             )
         }
         (None, Some(process)) => {
@@ -395,7 +447,7 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
                 target.url.trim_start_matches(process.base_url())
             );
             summary.insert("host_endpoint".into(), json!(endpoint.name()));
-            (target, "via host")
+            (target, (compare::HOST, "via host"))
         }
         (None, None) => bail!("no proxy target: neither --proxy-url nor a spawned host"),
     };
@@ -421,19 +473,21 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
         warmup_turns: &|c| args.warmup_turns(c),
         paced: false,
         stagger: Duration::ZERO,
+        max_duration: Duration::from_secs_f64(args.max_seconds),
+        turn_timeout: Duration::from_secs_f64(args.turn_timeout_secs),
     };
-    let levels = run_levels(
-        &args,
-        &workload,
-        &direct_target,
-        &proxy_target,
-        &mut host_process,
+    let process = host_process.as_mut().map(|p| p as &mut dyn ProxyProcess);
+    let mut proxies = [Proxy::new(
+        proxy_name,
         proxy_label,
-    )
-    .await?;
+        proxy_target.clone(),
+        process,
+    )];
+    let levels = levels::run_levels(&workload, &direct_target, &mut proxies).await?;
     for level in &levels {
-        total_turns += level.direct.completed + level.proxy.completed;
-        total_errors += level_errors(level);
+        total_turns +=
+            level.direct.completed + level.proxies.iter().map(|p| p.leg.completed).sum::<u64>();
+        total_errors += levels::level_errors(level, &[proxy_name]);
     }
     if let Some(p) = &host_process {
         if !p.stderr_tail().is_empty() && total_errors > 0 {
@@ -441,7 +495,7 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
         }
     }
     println!("### Summary, throughput\n");
-    println!("{}", report::summary_table(&levels, proxy_label));
+    println!("{}", report::summary_table(&levels, proxy_name));
     summary.insert(
         "levels".into(),
         json!(levels.iter().map(report::level_json).collect::<Vec<_>>()),
@@ -451,12 +505,14 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
     }
     drop(main_workdir);
 
-    // Paced levels: a second mock that streams at a conversational pace, and a fresh host.
+    // Paced levels: a second mock that streams at a conversational pace, a fresh host and the
+    // peers in front of the same mock.
     if args.paced_token_delay_ms > 0 {
         match &host_bin {
             Some(bin) => {
+                let endpoint = HostEndpoint::of(proxy_target.protocol);
                 let paced =
-                    paced_phase(&args, bin, &voice_prompt, &system_prompt, &proxy_target).await?;
+                    paced::phase(&args, bin, &voice_prompt, &system_prompt, endpoint).await?;
                 total_turns += paced.turns;
                 total_errors += paced.errors;
                 summary.insert("paced".into(), paced.json);
@@ -497,218 +553,6 @@ fn host_spec(bin: &std::path::Path, upstream: &str, max_messages: usize) -> Host
         max_messages,
         extra_env: Vec::new(),
     }
-}
-
-fn leg_stats(
-    before: ProcSample,
-    after: ProcSample,
-    leg: &load::LegResult,
-    concurrency: usize,
-    warmup_turns_per_worker: u64,
-) -> HostLegStats {
-    let warmup_turns = concurrency as u64 * warmup_turns_per_worker;
-    HostLegStats {
-        peak_rss_mib: mib(after.hwm_kib.max(after.rss_kib)),
-        rss_after_mib: mib(after.rss_kib),
-        cpu_secs: (after.cpu_secs - before.cpu_secs).max(0.0),
-        turns: leg.issued() + warmup_turns,
-    }
-}
-
-/// The levels of one kind of load.
-struct Workload<'a> {
-    concurrency: &'a [usize],
-    turns: &'a dyn Fn(usize) -> u64,
-    warmup_turns: &'a dyn Fn(usize) -> u64,
-    paced: bool,
-    /// Spread of the workers' first measured turns (see [`LegConfig::stagger`]).
-    stagger: Duration,
-}
-
-/// Errors of a level, warm-up included.
-fn level_errors(level: &LevelReport) -> u64 {
-    let (d, p) = (&level.direct, &level.proxy);
-    d.errors + d.warmup_errors + p.errors + p.warmup_errors
-}
-
-/// Runs each concurrency level of `workload`: the direct leg, then the proxy leg with the
-/// host's CPU and memory sampled around it; prints each level's table.
-async fn run_levels(
-    args: &Args,
-    workload: &Workload<'_>,
-    direct_target: &Target,
-    proxy_target: &Target,
-    host_process: &mut Option<HostProcess>,
-    proxy_label: &str,
-) -> anyhow::Result<Vec<LevelReport>> {
-    let mut levels = Vec::new();
-    for &concurrency in workload.concurrency {
-        let turns = (workload.turns)(concurrency);
-        let warmup_turns = (workload.warmup_turns)(concurrency);
-        let leg = |name: &str| LegConfig {
-            name: name.to_owned(),
-            concurrency,
-            turns,
-            max_duration: Duration::from_secs_f64(args.max_seconds),
-            turn_timeout: Duration::from_secs_f64(args.turn_timeout_secs),
-            warmup_turns,
-            stagger: workload.stagger,
-        };
-        let kind = if workload.paced { "paced, " } else { "" };
-        eprintln!("{kind}concurrency {concurrency}: direct leg, {turns} turns");
-        let direct = load::run_leg(direct_target, &leg("direct")).await?;
-        eprintln!(
-            "  direct: {} ok, {} errors in {}",
-            direct.completed,
-            direct.errors,
-            report::secs(direct.elapsed)
-        );
-        eprintln!("{kind}concurrency {concurrency}: proxy leg, {turns} turns");
-        let before = match host_process.as_ref() {
-            Some(p) => {
-                if !p.reset_peak_rss() {
-                    eprintln!("  (could not reset VmHWM; peak RSS is the lifetime peak)");
-                }
-                Some(p.sample()?)
-            }
-            None => None,
-        };
-        let proxy = load::run_leg(proxy_target, &leg("proxy")).await?;
-        let host_stats = match (host_process.as_mut(), before) {
-            (Some(p), Some(before)) => {
-                p.ensure_alive()?;
-                let after = p.sample()?;
-                Some(leg_stats(before, after, &proxy, concurrency, warmup_turns))
-            }
-            _ => None,
-        };
-        eprintln!(
-            "  proxy: {} ok, {} errors in {}",
-            proxy.completed,
-            proxy.errors,
-            report::secs(proxy.elapsed)
-        );
-        let level = LevelReport {
-            concurrency,
-            turns,
-            direct,
-            proxy,
-            host: host_stats,
-        };
-        println!(
-            "{}",
-            report::level_table(&level, proxy_label, workload.paced)
-        );
-        levels.push(level);
-    }
-    Ok(levels)
-}
-
-struct PhaseOutcome {
-    turns: u64,
-    errors: u64,
-    json: serde_json::Value,
-}
-
-/// The paced levels: a mock streaming `--paced-token-delay-ms` apart and a fresh host pointed
-/// at it; the proxy leg uses the same host endpoint as the throughput levels.
-async fn paced_phase(
-    args: &Args,
-    bin: &std::path::Path,
-    voice_prompt: &str,
-    system_prompt: &Arc<str>,
-    proxy_target: &Target,
-) -> anyhow::Result<PhaseOutcome> {
-    let delay = args.paced_token_delay_ms;
-    let answer = AnswerSpec {
-        tokens: args.tokens,
-        token_text: args.token_text.clone(),
-        token_delay: Duration::from_millis(delay),
-    };
-    let upstream = MockUpstream::start(&answer).await?;
-    let workdir = Workdir::create("paced", voice_prompt)?;
-    let spec = host_spec(bin, &upstream.base_url(), args.max_messages);
-    let mut host_process = Some(HostProcess::start(&spec, &workdir).await?);
-    let direct_target = direct_target(&upstream, system_prompt);
-    let host_base = host_process
-        .as_ref()
-        .map(HostProcess::base_url)
-        .unwrap_or_default();
-    let proxy_target = Target {
-        url: HostEndpoint::of(proxy_target.protocol)
-            .target(host_base)
-            .url,
-        ..proxy_target.clone()
-    };
-    // One answer: the role chunk at once, then the tokens, the finish chunk and `[DONE]`, each
-    // `delay` after the one before.
-    let answer_span = Duration::from_millis(delay * (args.tokens as u64 + 2));
-    let stagger = if args.no_stagger {
-        Duration::ZERO
-    } else {
-        answer_span
-    };
-    println!("## Paced load ({delay} ms between tokens)\n");
-    println!(
-        "The TTFT targets are about the delay the host adds to a live conversation. Here the \
-         mock streams its {} tokens {delay} ms apart (the role chunk at once), like an LLM \
-         answering at {:.0} tokens/s, so each worker's turn lasts ~{} ms and 100 or 1,000 \
-         concurrent turns are that many conversations in progress rather than a flood that \
-         saturates the CPU. A fresh host serves these levels; each worker runs one unmeasured \
-         turn first (it opens the worker's connection). {} TTFT includes the mock's first \
-         {delay} ms gap on both legs; compare the added column.\n",
-        args.tokens,
-        1000.0 / delay as f64,
-        answer_span.as_millis(),
-        if stagger.is_zero() {
-            "Then all workers start their measured turns at the same instant (`--no-stagger`): \
-             every turn start meets as many others as there are workers, a thundering herd."
-                .to_owned()
-        } else {
-            format!(
-                "The workers' first measured turns are spread evenly over one answer ({} ms), \
-                 so turns start at a steady rate, as independent conversations do \
-                 (`--no-stagger` starts them all at once).",
-                stagger.as_millis()
-            )
-        }
-    );
-    let workload = Workload {
-        concurrency: &args.concurrency,
-        turns: &|c| args.paced_turns_for(c),
-        warmup_turns: &|_| 1,
-        paced: true,
-        stagger,
-    };
-    let levels = run_levels(
-        args,
-        &workload,
-        &direct_target,
-        &proxy_target,
-        &mut host_process,
-        "via host",
-    )
-    .await?;
-    let errors: u64 = levels.iter().map(level_errors).sum();
-    if let Some(p) = host_process.take() {
-        if errors > 0 {
-            eprintln!("host stderr (last lines):\n{}", p.stderr_tail());
-        }
-        p.stop().await;
-    }
-    println!("### Summary, paced ({delay} ms between tokens)\n");
-    println!("{}", report::summary_table(&levels, "via host"));
-    Ok(PhaseOutcome {
-        turns: levels
-            .iter()
-            .map(|l| l.direct.completed + l.proxy.completed)
-            .sum(),
-        errors,
-        json: json!({
-            "token_delay_ms": delay,
-            "levels": levels.iter().map(report::level_json).collect::<Vec<_>>(),
-        }),
-    })
 }
 
 /// Probes `/v1/chat/completions` with one turn; falls back to `/v1/conversation` (with a note)

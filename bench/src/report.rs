@@ -9,32 +9,66 @@ use serde_json::{json, Value};
 
 use crate::load::LegResult;
 
-/// Host counters over one proxy leg (only for a host the bench spawned).
+/// Counters of a proxy's processes over one leg (only for a proxy the bench started).
 #[derive(Debug, Clone, Copy)]
-pub struct HostLegStats {
-    /// Peak RSS during the leg (`VmHWM` after resetting it), MiB; lifetime peak if the reset
-    /// was refused.
+pub struct ProcLegStats {
+    /// Peak RSS during the leg (`VmHWM` after resetting it), MiB, summed over the proxy's
+    /// processes; lifetime peak if the reset was refused.
     pub peak_rss_mib: f64,
     /// RSS at the end of the leg, MiB.
     pub rss_after_mib: f64,
-    /// User plus system CPU seconds the host used during the leg, warm-up turns included.
+    /// CPU seconds the proxy used during the leg, warm-up turns included.
     pub cpu_secs: f64,
-    /// Turns the host served during the leg, warm-up turns included.
+    /// Context switches of the proxy's threads during the leg (each voluntary one is a
+    /// thread that went to sleep and needed a wake-up).
+    pub switches: u64,
+    /// The voluntary part of `switches`.
+    pub voluntary_switches: u64,
+    /// Turns the proxy served during the leg, warm-up turns included.
     pub turns: u64,
 }
 
-impl HostLegStats {
-    /// Host CPU seconds per 1,000 turns.
+impl ProcLegStats {
+    /// CPU seconds per 1,000 turns (milliseconds per turn).
     pub fn cpu_per_1000(&self) -> f64 {
+        self.per_turn(self.cpu_secs * 1000.0)
+    }
+
+    /// Context switches per turn.
+    pub fn switches_per_turn(&self) -> f64 {
+        self.per_turn(self.switches as f64)
+    }
+
+    fn per_turn(&self, total: f64) -> f64 {
         if self.turns == 0 {
-            0.0
+            f64::NAN
         } else {
-            self.cpu_secs * 1000.0 / self.turns as f64
+            total / self.turns as f64
         }
     }
 }
 
-/// Everything measured at one concurrency level.
+/// One proxy's leg of a level.
+#[derive(Debug)]
+pub struct ProxyLeg {
+    /// The proxy's name in the summary (`gateway-host`, `nginx`, `litellm`, `proxy`).
+    pub name: String,
+    /// Its column heading (`via host`, `via nginx`, ...).
+    pub label: String,
+    /// What the load generator measured through it.
+    pub leg: LegResult,
+    /// Its processes' counters, when the bench started it.
+    pub stats: Option<ProcLegStats>,
+}
+
+impl ProxyLeg {
+    /// Errors of the leg, warm-up included.
+    pub fn errors(&self) -> u64 {
+        self.leg.errors + self.leg.warmup_errors
+    }
+}
+
+/// Everything measured at one concurrency level: the direct leg and each proxy's leg.
 #[derive(Debug)]
 pub struct LevelReport {
     /// Concurrent workers.
@@ -43,10 +77,15 @@ pub struct LevelReport {
     pub turns: u64,
     /// The leg straight at the upstream.
     pub direct: LegResult,
-    /// The leg through the host or proxy.
-    pub proxy: LegResult,
-    /// Host counters over the proxy leg, when the bench spawned the host.
-    pub host: Option<HostLegStats>,
+    /// The legs through the proxies, in the order they ran.
+    pub proxies: Vec<ProxyLeg>,
+}
+
+impl LevelReport {
+    /// The leg through the proxy called `name`, if it ran at this level.
+    pub fn proxy(&self, name: &str) -> Option<&ProxyLeg> {
+        self.proxies.iter().find(|p| p.name == name)
+    }
 }
 
 /// Milliseconds of a microsecond histogram quantile.
@@ -100,31 +139,52 @@ fn errors_cell(leg: &LegResult) -> String {
     cell
 }
 
-/// One table row per quantile of a latency histogram: direct, via the proxy, and the added
-/// difference, in milliseconds.
+/// One table row per quantile of a latency histogram: direct, then each proxy and what it
+/// added, in milliseconds.
 fn percentile_rows(
     out: &mut String,
     label: &str,
-    direct: &Histogram<u64>,
-    proxy: &Histogram<u64>,
+    histogram: impl Fn(&LegResult) -> &Histogram<u64>,
+    level: &LevelReport,
     quantiles: &[(&str, f64)],
 ) {
     for &(name, q) in quantiles {
-        let (dv, pv) = (q_ms(direct, q), q_ms(proxy, q));
-        let _ = writeln!(
-            out,
-            "| {label} {name} (ms) | {} | {} | {} |",
-            ms(dv),
-            ms(pv),
-            signed_ms(pv - dv)
-        );
+        let dv = q_ms(histogram(&level.direct), q);
+        let _ = write!(out, "| {label} {name} (ms) | {} |", ms(dv));
+        for proxy in &level.proxies {
+            let pv = q_ms(histogram(&proxy.leg), q);
+            let _ = write!(out, " {} | {} |", ms(pv), signed_ms(pv - dv));
+        }
+        out.push('\n');
     }
 }
 
-/// One Markdown table for one concurrency level.
-pub fn level_table(level: &LevelReport, proxy_label: &str, paced: bool) -> String {
+/// A row with the direct leg's cell and one cell per proxy (its "added" cell left empty).
+fn plain_row(out: &mut String, label: &str, direct: &str, cells: impl Iterator<Item = String>) {
+    let _ = write!(out, "| {label} | {direct} |");
+    for cell in cells {
+        let _ = write!(out, " {cell} | |");
+    }
+    out.push('\n');
+}
+
+/// A row of the proxies' process counters (blank for a proxy the bench did not start).
+fn stats_row(
+    out: &mut String,
+    label: &str,
+    level: &LevelReport,
+    cell: impl Fn(&ProcLegStats) -> String,
+) {
+    if level.proxies.iter().any(|p| p.stats.is_some()) {
+        let cells = level.proxies.iter().map(|p| p.stats.as_ref().map(&cell));
+        plain_row(out, label, "", cells.map(Option::unwrap_or_default));
+    }
+}
+
+/// One Markdown table for one concurrency level: the direct leg, then each proxy's leg and
+/// what it added.
+pub fn level_table(level: &LevelReport, paced: bool) -> String {
     let d = &level.direct;
-    let p = &level.proxy;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -133,80 +193,89 @@ pub fn level_table(level: &LevelReport, proxy_label: &str, paced: bool) -> Strin
         level.concurrency,
         level.turns
     );
-    let _ = writeln!(out, "| metric | direct | {proxy_label} | added |");
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+    let _ = write!(out, "| metric | direct |");
+    for proxy in &level.proxies {
+        let _ = write!(out, " {} | added |", proxy.label);
+    }
     let _ = writeln!(
         out,
-        "| completed turns | {} | {} | |",
-        d.completed, p.completed
+        "\n| --- | ---: |{}",
+        " ---: | ---: |".repeat(level.proxies.len())
     );
-    let _ = writeln!(
-        out,
-        "| completed turns/s | {:.0} | {:.0} | |",
-        d.turns_per_sec(),
-        p.turns_per_sec()
+    let legs = || level.proxies.iter().map(|p| &p.leg);
+    let completed = legs().map(|l| l.completed.to_string());
+    plain_row(
+        &mut out,
+        "completed turns",
+        &d.completed.to_string(),
+        completed,
     );
+    let rate = legs().map(|l| format!("{:.0}", l.turns_per_sec()));
+    let direct_rate = format!("{:.0}", d.turns_per_sec());
+    plain_row(&mut out, "completed turns/s", &direct_rate, rate);
     const P50_P90_P99: [(&str, f64); 3] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)];
-    percentile_rows(&mut out, "TTFT", &d.ttft_us, &p.ttft_us, &P50_P90_P99);
-    if !d.ttft_net_us.is_empty() || !p.ttft_net_us.is_empty() {
+    percentile_rows(&mut out, "TTFT", |l| &l.ttft_us, level, &P50_P90_P99);
+    if !d.ttft_net_us.is_empty() || legs().any(|l| !l.ttft_net_us.is_empty()) {
         let label = "TTFT net of upstream think";
-        percentile_rows(
-            &mut out,
-            label,
-            &d.ttft_net_us,
-            &p.ttft_net_us,
-            &P50_P90_P99,
-        );
+        percentile_rows(&mut out, label, |l| &l.ttft_net_us, level, &P50_P90_P99);
     }
     let p50_p99 = [("p50", 0.5), ("p99", 0.99)];
-    percentile_rows(&mut out, "full turn", &d.total_us, &p.total_us, &p50_p99);
-    let _ = writeln!(
-        out,
-        "| errors | {} | {} | |",
-        errors_cell(d),
-        errors_cell(p)
-    );
-    if let Some(h) = &level.host {
-        let _ = writeln!(
-            out,
-            "| host peak RSS (MiB) | | {:.1} (after: {:.1}) | |",
-            h.peak_rss_mib, h.rss_after_mib
-        );
-        let _ = writeln!(
-            out,
-            "| host CPU s / 1,000 turns | | {:.3} ({:.2} s for {} turns) | |",
+    percentile_rows(&mut out, "full turn", |l| &l.total_us, level, &p50_p99);
+    plain_row(&mut out, "errors", &errors_cell(d), legs().map(errors_cell));
+    stats_row(&mut out, "proxy peak RSS (MiB)", level, |h| {
+        format!("{:.1} (after: {:.1})", h.peak_rss_mib, h.rss_after_mib)
+    });
+    stats_row(&mut out, "proxy CPU s / 1,000 turns", level, |h| {
+        format!(
+            "{:.3} ({:.2} s for {} turns)",
             h.cpu_per_1000(),
             h.cpu_secs,
             h.turns
-        );
-    }
-    if d.hit_time_limit || p.hit_time_limit {
+        )
+    });
+    stats_row(&mut out, "proxy context switches / turn", level, |h| {
+        format!(
+            "{:.1} ({} voluntary)",
+            h.switches_per_turn(),
+            h.voluntary_switches
+        )
+    });
+    let limited: Vec<&str> = std::iter::once(("direct", d))
+        .chain(level.proxies.iter().map(|p| (p.label.as_str(), &p.leg)))
+        .filter(|(_, leg)| leg.hit_time_limit)
+        .map(|(name, _)| name)
+        .collect();
+    if !limited.is_empty() {
         let _ = writeln!(
             out,
-            "\n(time limit reached: direct {}, {proxy_label} {}; fewer turns than asked)",
-            d.hit_time_limit, p.hit_time_limit
+            "\n(time limit reached: {}; fewer turns than asked)",
+            limited.join(", ")
         );
     }
     out
 }
 
-/// The one-row-per-level summary table.
-pub fn summary_table(levels: &[LevelReport], proxy_label: &str) -> String {
+/// The one-row-per-level summary table of the proxy called `name`.
+pub fn summary_table(levels: &[LevelReport], name: &str) -> String {
+    let Some(label) = levels.iter().find_map(|l| l.proxy(name)).map(|p| &p.label) else {
+        return String::new();
+    };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| concurrency | turns/s direct | turns/s {proxy_label} | TTFT p50 direct | TTFT p50 {proxy_label} | TTFT p99 direct | TTFT p99 {proxy_label} | added TTFT p50 | added TTFT p99 | added net TTFT p50 | added net TTFT p99 | full p99 direct | full p99 {proxy_label} | errors | host peak RSS MiB | host CPU s/1k turns |"
+        "| concurrency | turns/s direct | turns/s {label} | TTFT p50 direct | TTFT p50 {label} | TTFT p99 direct | TTFT p99 {label} | added TTFT p50 | added TTFT p99 | added net TTFT p50 | added net TTFT p99 | full p99 direct | full p99 {label} | errors | peak RSS MiB | CPU s/1k turns |"
     );
     let _ = writeln!(
         out,
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for l in levels {
-        let (d, p) = (&l.direct, &l.proxy);
+        let Some(proxy) = l.proxy(name) else { continue };
+        let (d, p) = (&l.direct, &proxy.leg);
         let (d50, p50) = (q_ms(&d.ttft_us, 0.5), q_ms(&p.ttft_us, 0.5));
         let (d99, p99) = (q_ms(&d.ttft_us, 0.99), q_ms(&p.ttft_us, 0.99));
         let added_net = |q: f64| signed_ms(q_ms(&p.ttft_net_us, q) - q_ms(&d.ttft_net_us, q));
-        let (host_rss, host_cpu) = match &l.host {
+        let (rss, cpu) = match &proxy.stats {
             Some(h) => (
                 format!("{:.1}", h.peak_rss_mib),
                 format!("{:.3}", h.cpu_per_1000()),
@@ -229,9 +298,9 @@ pub fn summary_table(levels: &[LevelReport], proxy_label: &str) -> String {
             added_net(0.99),
             ms(q_ms(&d.total_us, 0.99)),
             ms(q_ms(&p.total_us, 0.99)),
-            d.errors + d.warmup_errors + p.errors + p.warmup_errors,
-            host_rss,
-            host_cpu
+            d.errors + d.warmup_errors + proxy.errors(),
+            rss,
+            cpu
         );
     }
     out
@@ -270,18 +339,31 @@ pub fn leg_json(leg: &LegResult) -> Value {
     })
 }
 
-/// JSON of one level for the `SUMMARY` line.
+fn stats_json(stats: &ProcLegStats) -> Value {
+    json!({
+        "peak_rss_mib": finite(stats.peak_rss_mib),
+        "rss_after_mib": finite(stats.rss_after_mib),
+        "cpu_secs": finite(stats.cpu_secs),
+        "cpu_secs_per_1000_turns": finite(stats.cpu_per_1000()),
+        "context_switches_per_turn": finite(stats.switches_per_turn()),
+        "voluntary_context_switches": stats.voluntary_switches,
+    })
+}
+
+/// JSON of one level for the `SUMMARY` line: `proxy` and `host` are the first proxy's leg
+/// and counters (the host, or `--proxy-url`); `proxies` lists every proxy's, named.
 pub fn level_json(level: &LevelReport) -> Value {
+    let first = level.proxies.first();
     json!({
         "concurrency": level.concurrency,
         "direct": leg_json(&level.direct),
-        "proxy": leg_json(&level.proxy),
-        "host": level.host.map(|h| json!({
-            "peak_rss_mib": finite(h.peak_rss_mib),
-            "rss_after_mib": finite(h.rss_after_mib),
-            "cpu_secs": finite(h.cpu_secs),
-            "cpu_secs_per_1000_turns": finite(h.cpu_per_1000()),
-        })),
+        "proxy": first.map(|p| leg_json(&p.leg)),
+        "host": first.and_then(|p| p.stats.as_ref()).map(stats_json),
+        "proxies": level.proxies.iter().map(|p| json!({
+            "name": p.name,
+            "leg": leg_json(&p.leg),
+            "process": p.stats.as_ref().map(stats_json),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -1,6 +1,8 @@
 //! Runs the benchmark binary in `--smoke` mode against the real `gateway-host` and checks
 //! its machine-readable `SUMMARY` line: turns were served at every level, throughput and paced,
-//! and none failed. No timing is asserted.
+//! and none failed; where nginx is installed (CI installs it) the paced levels also ran through
+//! the bare nginx hop without errors, and elsewhere nginx is reported as skipped with a reason.
+//! No timing is asserted.
 //!
 //! The host binary is `GATEWAY_HOST_BIN` when set; otherwise `gateway-host` next to this
 //! test's `gateway-bench` binary, built first with `cargo build -p gateway-host` in the same
@@ -32,6 +34,55 @@ fn host_bin() -> PathBuf {
         .expect("running cargo build -p gateway-host");
     assert!(status.success(), "cargo build -p gateway-host failed");
     dir.join("gateway-host")
+}
+
+/// Whether the bench will find nginx: `BENCH_NGINX`, `PATH` or the usual sbin folders.
+fn nginx_installed() -> bool {
+    if let Some(path) = std::env::var_os("BENCH_NGINX") {
+        return Path::new(&path).is_file();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"].map(PathBuf::from))
+        .any(|dir| dir.join("nginx").is_file())
+}
+
+/// The paced levels' nginx legs ran without errors, or nginx was skipped with a reason.
+fn check_nginx(paced: &serde_json::Value, report: &str) {
+    let levels = paced["levels"]
+        .as_array()
+        .expect("paced levels are reported");
+    let legs: Vec<&serde_json::Value> = levels
+        .iter()
+        .filter_map(|level| {
+            level["proxies"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "nginx")
+        })
+        .collect();
+    if nginx_installed() {
+        assert_eq!(
+            legs.len(),
+            levels.len(),
+            "nginx at every paced level:\n{report}"
+        );
+        for leg in legs {
+            assert!(leg["leg"]["turns"].as_u64().unwrap_or(0) > 0, "{report}");
+            assert_eq!(leg["leg"]["errors"], 0, "nginx errors:\n{report}");
+            assert_eq!(leg["leg"]["warmup_errors"], 0, "nginx errors:\n{report}");
+            assert!(leg["process"]["cpu_secs_per_1000_turns"].is_number());
+            assert!(leg["process"]["context_switches_per_turn"].is_number());
+        }
+        assert!(paced["side_by_side"]["nginx"].is_array(), "{report}");
+    } else {
+        let skipped = paced["skipped"]
+            .as_array()
+            .expect("skipped peers are listed");
+        let nginx = skipped.iter().find(|s| s["name"] == "nginx");
+        let reason = nginx.and_then(|s| s["reason"].as_str()).unwrap_or("");
+        assert!(!reason.is_empty(), "nginx skipped with a reason:\n{report}");
+    }
 }
 
 #[test]
@@ -79,4 +130,5 @@ fn smoke_run_reports_turns_and_no_errors() {
     for level in paced {
         assert!(level["proxy"]["turns"].as_u64().unwrap_or(0) > 0);
     }
+    check_nginx(&summary["paced"], &stdout);
 }

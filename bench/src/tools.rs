@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::host::{self, HostProcess, HostSpec, Workdir};
+use crate::procs::ProxyProcess as _;
 
 /// The profile whose turns call the tool.
 const TOOL_PROFILE: &str = "bench-tools";

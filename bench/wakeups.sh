@@ -110,5 +110,9 @@ for line in open(f"{work}/idle.perf"):
 print("== idle host, 5 s: "
       + (", ".join(f"{e} {k}" for e, k in sorted(idle.items()) if k) or "no events"))
 print()
+paced = out[out.find("## Paced load"):]
+print("\n".join(l for l in paced.splitlines()
+                if l.startswith(("### Paced", "| metric", "| proxy context", "| proxy CPU"))))
+print()
 print(out[out.find("### The proxies side by side"):out.find("SUMMARY ")].strip())
 EOF

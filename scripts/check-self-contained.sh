@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 optional_readers=(
   gateway-openai-compat/tests/all/fixtures.rs # shared_root: extra fixture folders
-  tests/src/lib.rs                            # openvoiceui_dirs: a second OpenVoiceUI copy
+  tests/src/lib.rs                            # openvoiceui_dirs, tool_fixture_dirs: second copies
+  integrations/openai-sdk/support.py          # tool_fixture_dirs: extra tool-call fixtures
   scripts/fuzz.sh                             # extra corpus seeds
   scripts/check-self-contained.sh
 )

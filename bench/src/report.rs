@@ -39,6 +39,11 @@ impl ProcLegStats {
         self.per_turn(self.switches as f64)
     }
 
+    /// Voluntary context switches (a thread that went to sleep) per turn.
+    pub fn voluntary_per_turn(&self) -> f64 {
+        self.per_turn(self.voluntary_switches as f64)
+    }
+
     fn per_turn(&self, total: f64) -> f64 {
         if self.turns == 0 {
             f64::NAN
@@ -235,9 +240,9 @@ pub fn level_table(level: &LevelReport, paced: bool) -> String {
     });
     stats_row(&mut out, "proxy context switches / turn", level, |h| {
         format!(
-            "{:.1} ({} voluntary)",
+            "{:.1} ({:.1} voluntary)",
             h.switches_per_turn(),
-            h.voluntary_switches
+            h.voluntary_per_turn()
         )
     });
     let limited: Vec<&str> = std::iter::once(("direct", d))
@@ -346,7 +351,7 @@ fn stats_json(stats: &ProcLegStats) -> Value {
         "cpu_secs": finite(stats.cpu_secs),
         "cpu_secs_per_1000_turns": finite(stats.cpu_per_1000()),
         "context_switches_per_turn": finite(stats.switches_per_turn()),
-        "voluntary_context_switches": stats.voluntary_switches,
+        "voluntary_context_switches_per_turn": finite(stats.voluntary_per_turn()),
     })
 }
 

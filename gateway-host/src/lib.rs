@@ -27,13 +27,15 @@
 //! A request crosses the rooms from top to bottom:
 //!
 //! - `http/`: the router ([`app`]) with the host's own routes, the session API
-//!   (`sessions.rs`), the OpenAI-compatible facade (`openai.rs`), bearer-token authentication
+//!   (`sessions.rs`), the OpenAI-compatible facade (`openai.rs`; the client's messages in
+//!   `openai/messages.rs`, chunks and completions in `openai/answer.rs`), bearer-token authentication
 //!   (`auth.rs`), SSE writing (`sse.rs`), request reading (`extract.rs`) and the one error
 //!   type, [`ApiError`], rendered as the host's JSON error or as OpenAI's (`error.rs`).
 //! - [`turn`]: the pipeline from a request to a well-formed event stream ([`turn::start`]):
 //!   failover across a profile's gateways, admission (stream limits, shutdown), upstream
-//!   concurrency per instance, sentence events, a profile's voice settings and the tool loop
-//!   (`tool_loop.rs`: tool rounds of a turn whose profile offers MCP tools).
+//!   concurrency per instance, sentence events, a profile's voice settings, a session
+//!   history made valid for tool calls (`tool_history.rs`) and the tool loop (`tool_loop.rs`:
+//!   the rounds of a turn whose profile offers MCP tools).
 //! - `tools/`: the MCP tool servers of `[tools]` (stdio started lazily and again after a
 //!   crash, or streamable HTTP), the tools a profile offers, running calls, and what `check`
 //!   says about them.

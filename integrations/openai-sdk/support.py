@@ -52,6 +52,11 @@ def answer(tokens, usage=None):
     return 200, "text/event-stream", body
 
 
+def replay(sse_bytes):
+    """(status, content type, body) replaying a recorded upstream stream byte for byte."""
+    return 200, "text/event-stream", sse_bytes
+
+
 def error(status, message):
     """(status, content type, body) of a provider error response."""
     body = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
@@ -119,6 +124,33 @@ class MockUpstream(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         self._thread.join(WAIT)
+
+
+# --------------------------------------------------------------------------------------- #
+# Tool-call fixtures                                                                       #
+# --------------------------------------------------------------------------------------- #
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tool_fixture_dirs():
+    """The tool-call conformance pairs: the repository's copy, then the shared data folder's
+    (`$GATEWAY_SHARED_DIR`, else the folder beside the repository) when it exists."""
+    dirs = [REPO / "gateway-openai-compat" / "tests" / "conformance-tools"]
+    shared = Path(os.environ.get("GATEWAY_SHARED_DIR") or REPO.parent / "shared")
+    if (shared / "conformance-tools").is_dir():
+        dirs.append(shared / "conformance-tools")
+    return dirs
+
+
+def tool_fixtures():
+    """Every (name, .sse bytes, .json expectations) pair, folder by folder, sorted by name."""
+    pairs = []
+    for folder in tool_fixture_dirs():
+        for sse in sorted(folder.glob("*.sse")):
+            meta = json.loads(sse.with_suffix(".json").read_text())
+            pairs.append((f"{folder.parent.name}/{folder.name}/{sse.stem}", sse.read_bytes(), meta))
+    return pairs
 
 
 # --------------------------------------------------------------------------------------- #

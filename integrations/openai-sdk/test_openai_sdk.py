@@ -84,7 +84,7 @@ class OpenAiSdkTest(unittest.TestCase):
             {"role": "system", "content": "Client rules."},
             {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello!"},
-            {"role": "user", "content": "How are you?"},
+            {"role": "user", "content": [{"type": "text", "text": "How are you?"}]},
         ])
 
     def test_non_streaming(self):
@@ -131,12 +131,12 @@ class OpenAiSdkTest(unittest.TestCase):
         with self.assertRaises(openai.NotFoundError):
             self.client.models.retrieve("no-such-profile")
 
-    def test_unsupported_content_part_raises_bad_request(self):
+    def test_a_malformed_message_raises_bad_request(self):
         with self.assertRaises(openai.BadRequestError) as caught:
-            self.client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": "https://example.invalid/a.png"}}]}])
-        self.assertEqual(caught.exception.code, "unsupported_content_part")
-        self.assertIn("image_url", caught.exception.message)
+            self.client.chat.completions.create(model=MODEL, messages=[
+                {"role": "tool", "content": "12 C"}])
+        self.assertEqual(caught.exception.code, "missing_required_parameter")
+        self.assertEqual(caught.exception.param, "messages[0].tool_call_id")
 
     def test_memory_via_user(self):
         self.upstream.push(answer(["Nice to meet you, Ada."]))

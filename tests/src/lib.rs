@@ -860,17 +860,32 @@ pub fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The shared data folder beside the repository (`../shared/`, or `$GATEWAY_SHARED_DIR`),
+/// which may not exist: tests add what it holds to their own copies.
+fn shared_dir() -> PathBuf {
+    match std::env::var_os("GATEWAY_SHARED_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    }
+}
+
 /// OpenVoiceUI's real data (its default profile and voice prompt, MIT): the repository's copy
 /// in `tests/fixtures/openvoiceui/`, then the shared data folder's `openvoiceui/` when it exists
 /// beside the repository (`../shared/`, or `$GATEWAY_SHARED_DIR`), so tests check both.
 pub fn openvoiceui_dirs() -> Vec<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = match std::env::var_os("GATEWAY_SHARED_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => manifest.join("../../shared"),
-    };
     let mut dirs = vec![manifest.join("fixtures/openvoiceui")];
-    dirs.extend(Some(shared.join("openvoiceui")).filter(|dir| dir.is_dir()));
+    dirs.extend(Some(shared_dir().join("openvoiceui")).filter(|dir| dir.is_dir()));
+    dirs
+}
+
+/// The tool-call conformance pairs (`NAME.sse` + `NAME.json`): the repository's copy in
+/// `gateway-openai-compat/tests/conformance-tools/`, then the shared data folder's
+/// `conformance-tools/` when it exists.
+pub fn tool_fixture_dirs() -> Vec<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![manifest.join("../gateway-openai-compat/tests/conformance-tools")];
+    dirs.extend(Some(shared_dir().join("conformance-tools")).filter(|dir| dir.is_dir()));
     dirs
 }
 

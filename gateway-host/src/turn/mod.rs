@@ -1,17 +1,19 @@
 //! The turn pipeline, and the way to run a turn from Rust ([`start`], [`start_with`]):
 //! profile → instances (primary, then fallbacks), messages = system prompt + history + user
-//! message (or system prompt + a client-supplied conversation, see [`TurnOptions`]), the
+//! message (or the turn's other new messages, or system prompt + a client-supplied
+//! conversation, see [`TurnOptions`]), the
 //! gateway stream made well-formed, timing and the answering gateway filled in, memory stored
 //! on success.
 //!
 //! Inside: `failover` (a profile's gateways tried in order before the first token), `limits`
 //! (admission: stream limits and the shutdown's refusal), `upstream_limit` (concurrency per
-//! gateway instance), `sentences` (sentence events for TTS) and `voice` (a profile's voice
-//! settings).
+//! gateway instance), `sentences` (sentence events for TTS), `voice` (a profile's voice
+//! settings) and `tool_history` (a session's history with every tool call answered).
 
 pub(crate) mod failover;
 pub(crate) mod limits;
 pub(crate) mod sentences;
+pub(crate) mod tool_history;
 pub(crate) mod tool_loop;
 pub(crate) mod upstream_limit;
 pub(crate) mod voice;
@@ -28,9 +30,10 @@ use futures::future::BoxFuture;
 use futures::stream::Stream;
 use gateway_core::{
     CancelWatch, CancellationToken, ChatMessage, Event, EventStream, Gateway, StoreError, Timing,
-    Turn,
+    ToolCall, Turn,
 };
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::config::profile::{is_valid_id, Profile};
 use crate::metrics::InFlight;
@@ -84,10 +87,17 @@ pub struct TurnOptions {
     /// The client's whole conversation, sent after the system prompt in place of session
     /// history + `message` (which is then ignored); such a turn reads and stores no memory.
     pub conversation: Option<Vec<ChatMessage>>,
+    /// With a session: the messages that follow its history in place of `message` as plain
+    /// user text (a user message with content parts, the results of the calls the history
+    /// ends with), stored with the answer. `message` then only names the user's words for
+    /// the session's queue.
+    pub input: Option<Vec<ChatMessage>>,
     /// Answer length in tokens; overrides the profile's `llm.parameters.max_tokens`.
     pub max_tokens: Option<u32>,
     /// Sampling temperature; overrides the profile's `llm.parameters.temperature`.
     pub temperature: Option<f32>,
+    /// Request fields the host does not use itself, forwarded by the gateway ([`Turn::extra`]).
+    pub extra: Map<String, Value>,
 }
 
 /// Why a turn could not start. Messages are fit for clients.
@@ -185,6 +195,9 @@ async fn prepare(
         .max_history_messages
         .unwrap_or(config.memory.max_messages);
     let user: Arc<str> = request.message.into();
+    let input = options
+        .input
+        .unwrap_or_else(|| vec![ChatMessage::user(user.clone())]);
     let cancel = CancellationToken::new();
     let entry = TurnEntry {
         user: user.clone(),
@@ -197,11 +210,12 @@ async fn prepare(
         return Err(Refusal::ShuttingDown.into());
     }
     let system = system_prompt(state, &profile, request.system_prompt.as_deref()).await;
-    let messages = match options.conversation {
-        Some(conversation) => compose(system, conversation, None),
+    let (messages, input) = match options.conversation {
+        Some(conversation) => (compose(system, conversation, &[]), Vec::new()),
         None => {
             let history = history(state, session_key.as_deref(), history_limit).await?;
-            compose(system, history, Some(&user))
+            let history = tool_history::answered_only(history, &input);
+            (compose(system, history, &input), input)
         }
     };
     let turn = Turn {
@@ -209,7 +223,7 @@ async fn prepare(
         model: profile.model.clone(),
         max_tokens: options.max_tokens.or(profile.max_tokens),
         temperature: options.temperature.or(profile.temperature),
-        extra: Default::default(),
+        extra: options.extra.into(),
         session_key: session_key.clone(),
         agent_id: request.agent_id,
         cancel: cancel.clone(),
@@ -220,7 +234,7 @@ async fn prepare(
         .then(|| SentenceSplitter::new(voice.min_sentence_chars));
     let memory = Memory {
         session_key,
-        user,
+        input,
         history_limit,
         ticket,
     };
@@ -247,7 +261,8 @@ async fn host_tools(state: &AppState, profile: &Profile, turn: &Turn) -> Option<
     (!tools.is_empty()).then_some(tools)
 }
 
-/// The message (or the client-supplied conversation) is present and within the limit.
+/// The message (or the client-supplied conversation, or input) is present and within the
+/// limit.
 fn check_message(
     request: &TurnRequest,
     options: &TurnOptions,
@@ -255,6 +270,8 @@ fn check_message(
 ) -> Result<(), TurnError> {
     if let Some(conversation) = &options.conversation {
         check_conversation(conversation, max_chars)?;
+    } else if let Some(input) = &options.input {
+        check_input(input, max_chars)?;
     } else if request.message.trim().is_empty() {
         return Err(TurnError::BadRequest("message must not be empty".into()));
     }
@@ -267,6 +284,18 @@ fn check_message(
     Ok(())
 }
 
+/// The size of a message as `limits.max_message_chars` counts it: the characters of its text
+/// (a string content, or its `text` parts) and of its tool calls' arguments. Other content
+/// parts (`image_url`, `input_audio`, ...) are bounded by the body limit alone.
+fn message_chars(message: &ChatMessage) -> usize {
+    let arguments: usize = message
+        .tool_calls()
+        .iter()
+        .map(|c| c.arguments.chars().count())
+        .sum();
+    message.content.chars().count() + arguments
+}
+
 /// A client-supplied conversation: at least one message, each within the message limit.
 fn check_conversation(conversation: &[ChatMessage], max_chars: usize) -> Result<(), TurnError> {
     if conversation.is_empty() {
@@ -275,10 +304,27 @@ fn check_conversation(conversation: &[ChatMessage], max_chars: usize) -> Result<
         ));
     }
     for (i, m) in conversation.iter().enumerate() {
-        let chars = m.content.chars().count();
+        let chars = message_chars(m);
         if chars > max_chars {
             return Err(TurnError::BadRequest(format!(
                 "messages[{i}] is {chars} characters long; the limit is {max_chars}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The messages a turn adds to its session: at least one, each within the message limit.
+fn check_input(input: &[ChatMessage], max_chars: usize) -> Result<(), TurnError> {
+    if input.is_empty() {
+        return Err(TurnError::BadRequest("the turn adds no message".into()));
+    }
+    for m in input {
+        let chars = message_chars(m);
+        if chars > max_chars {
+            let role = format!("{:?}", m.role).to_lowercase();
+            return Err(TurnError::BadRequest(format!(
+                "the {role} message is {chars} characters long; the limit is {max_chars}"
             )));
         }
     }
@@ -378,23 +424,24 @@ async fn system_prompt(
     }
 }
 
-/// The messages sent: the system prompt, then `earlier`, then the user message if any.
+/// The messages sent: the system prompt, then `earlier`, then the turn's new messages.
 fn compose(
     system: Option<Arc<str>>,
     earlier: Vec<ChatMessage>,
-    user: Option<&Arc<str>>,
+    new: &[ChatMessage],
 ) -> Vec<ChatMessage> {
-    let mut messages = Vec::with_capacity(earlier.len() + 2);
+    let mut messages = Vec::with_capacity(earlier.len() + new.len() + 1);
     messages.extend(system.map(ChatMessage::system));
     messages.extend(earlier);
-    messages.extend(user.map(|u| ChatMessage::user(u.clone())));
+    messages.extend_from_slice(new);
     messages
 }
 
-/// What a turn's memory needs: its session, user message, history cap and queue ticket.
+/// What a turn's memory needs: its session, the messages it adds, history cap and queue
+/// ticket.
 struct Memory {
     session_key: Option<String>,
-    user: Arc<str>,
+    input: Vec<ChatMessage>,
     history_limit: usize,
     ticket: Option<Ticket>,
 }
@@ -407,8 +454,7 @@ struct StreamParts {
     admission: Admission,
 }
 
-/// Sends `turn` through failover (in the tool loop when the host runs tools for it) and
-/// wraps the events in the turn's [`TurnStream`].
+/// Sends `turn` through failover and wraps the events in the turn's [`TurnStream`].
 fn launch(
     state: &AppState,
     profile: Arc<Profile>,
@@ -444,8 +490,9 @@ fn launch(
         primary: gateway_id.clone(),
         answered,
         session_key: memory.session_key,
-        user: memory.user,
+        input: memory.input,
         exchange,
+        calls: Vec::new(),
         history_limit: memory.history_limit,
         started: parts.started,
         ttft: None,
@@ -602,9 +649,13 @@ struct Tail {
     /// The gateway that answered, when it is not `primary`.
     answered: Arc<OnceLock<String>>,
     session_key: Option<String>,
-    user: Arc<str>,
-    /// A tool turn's messages after the user message, written by its loop when it completes.
+    /// The messages the turn adds to its session before the answer.
+    input: Vec<ChatMessage>,
+    /// A host tool turn's messages after `input` (assistant messages with their calls, tool
+    /// results, the answer), written by its loop when it completes.
     exchange: Option<tool_loop::Exchange>,
+    /// The answer's tool calls, stored with it.
+    calls: Vec<ToolCall>,
     history_limit: usize,
     started: Instant,
     ttft: Option<Duration>,
@@ -768,6 +819,7 @@ impl Tail {
                     self.out.push_back(Event::Sentence { text: rest });
                 }
             }
+            Event::ToolCall { call } => self.calls.push(call.clone()),
             Event::TextDone {
                 interrupted: false, ..
             } => {
@@ -780,17 +832,18 @@ impl Tail {
         self.out.push_back(event);
     }
 
-    /// The write of the turn's user message and answer to session memory (nothing to do
-    /// without a session).
-    fn remember(&self, response: &str) -> BoxFuture<'static, ()> {
+    /// The write of the turn's new messages and answer (text and tool calls) to session
+    /// memory (nothing to do without a session).
+    fn remember(&mut self, response: &str) -> BoxFuture<'static, ()> {
         let Some(key) = self.session_key.clone() else {
             return Box::pin(std::future::ready(()));
         };
-        let mut messages = vec![ChatMessage::user(self.user.clone())];
-        match self.exchange.as_ref().and_then(|e| e.get()) {
-            Some(exchange) => messages.extend(exchange.iter().cloned()),
-            None if !response.trim().is_empty() => messages.push(ChatMessage::assistant(response)),
-            None => {}
+        let mut messages = std::mem::take(&mut self.input);
+        let calls = std::mem::take(&mut self.calls);
+        if let Some(exchange) = self.exchange.as_ref().and_then(|e| e.get()) {
+            messages.extend(exchange.iter().cloned());
+        } else if !response.trim().is_empty() || !calls.is_empty() {
+            messages.push(ChatMessage::assistant_with_tool_calls(response, calls));
         }
         let store = Arc::clone(self.state.store());
         let limit = self.history_limit;

@@ -6,6 +6,7 @@ mod errors;
 mod failover;
 mod memory;
 mod openai_api;
+mod openai_tools;
 mod profiles;
 mod prompt;
 mod redis;

@@ -1,28 +1,29 @@
 //! The OpenAI-compatible facade on the wire: `/v1/chat/completions` chunks and objects,
-//! `[DONE]`, usage, errors, memory, cancellation, and `/v1/models`.
+//! `[DONE]`, usage, errors, memory, cancellation, and `/v1/models`. Tool calls and forwarded
+//! fields: `openai_tools`.
 
 use gateway_tests::{chunk, profile, HostSpec, Reply, TestHost, TEST_KEY};
 use serde_json::{json, Value};
 
 use super::disconnect::{hang_up_mid_answer, keep_alive_while_silent};
 
-const SYSTEM: &str = "You speak briefly.\n\nYou are profile default.";
+pub(super) const SYSTEM: &str = "You speak briefly.\n\nYou are profile default.";
 
 /// A raw answer from the facade.
-struct Raw {
-    status: u16,
-    content_type: String,
-    body: String,
+pub(super) struct Raw {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
 }
 
 impl Raw {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 
     /// The `data:` payloads of an SSE body, checking every frame is `data: ...\n\n` (or a
     /// comment) and nothing else.
-    fn data(&self) -> Vec<String> {
+    pub fn data(&self) -> Vec<String> {
         assert!(
             self.content_type.starts_with("text/event-stream"),
             "{}",
@@ -41,7 +42,7 @@ impl Raw {
     }
 
     /// The chunks (every payload but `[DONE]`) as JSON.
-    fn chunks(&self) -> Vec<Value> {
+    pub fn chunks(&self) -> Vec<Value> {
         self.data()
             .iter()
             .filter(|d| *d != "[DONE]")
@@ -50,7 +51,11 @@ impl Raw {
     }
 }
 
-async fn post(host: &TestHost, body: impl Into<reqwest::Body>, session: Option<&str>) -> Raw {
+pub(super) async fn post(
+    host: &TestHost,
+    body: impl Into<reqwest::Body>,
+    session: Option<&str>,
+) -> Raw {
     let mut request = host
         .client
         .post(format!("{}/v1/chat/completions", host.url))
@@ -73,7 +78,7 @@ async fn post(host: &TestHost, body: impl Into<reqwest::Body>, session: Option<&
     }
 }
 
-async fn chat(host: &TestHost, body: Value) -> Raw {
+pub(super) async fn chat(host: &TestHost, body: Value) -> Raw {
     post(host, body.to_string(), None).await
 }
 
@@ -98,7 +103,7 @@ fn usage_answer(tokens: &[&str]) -> String {
     body
 }
 
-fn assert_openai_error(raw: &Raw, status: u16, code: &str) -> Value {
+pub(super) fn assert_openai_error(raw: &Raw, status: u16, code: &str) -> Value {
     assert_eq!(raw.status, status, "{}", raw.body);
     assert!(
         raw.content_type.starts_with("application/json"),
@@ -288,7 +293,8 @@ async fn upstream_gets_profile_model_prompt_and_client_messages_in_order() {
             {"role": "user", "content": "q1"},
             {"role": "assistant", "content": "a1"},
             {"role": "system", "content": "Dev note."},
-            {"role": "user", "content": "q2\nmore"},
+            {"role": "user", "content": [{"type": "text", "text": "q2"},
+                                         {"type": "text", "text": "more"}]},
         ])
     );
     // The client's conversation is complete: the profile's session key stores nothing.
@@ -379,16 +385,29 @@ async fn request_errors_have_openai_shape_and_status() {
         (
             json!({"model": "default", "stream": true, "messages": user(json!([
                 {"type": "text", "text": "look"},
-                {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]))}),
+                {"image_url": {"url": "https://x/y.png"}}]))}),
             400,
-            "unsupported_content_part",
+            "invalid_type",
             json!("messages[0].content[1].type"),
         ),
         (
             json!({"model": "default", "messages": [{"role": "tool", "content": "r"}]}),
             400,
+            "missing_required_parameter",
+            json!("messages[0].tool_call_id"),
+        ),
+        (
+            json!({"model": "default", "messages": [{"role": "function", "content": "r"}]}),
+            400,
             "unsupported_value",
             json!("messages[0].role"),
+        ),
+        (
+            json!({"model": "default", "messages": [{"role": "assistant", "content": null,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {}}]}]}),
+            400,
+            "missing_required_parameter",
+            json!("messages[0].tool_calls[0].function.name"),
         ),
         (
             json!({"model": "default", "messages": user(json!(42))}),

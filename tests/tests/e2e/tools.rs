@@ -541,3 +541,35 @@ async fn chat_completions_without_tools_of_its_own_gets_the_profiles_tools() {
     assert_eq!(requests.len(), 2);
     assert!(tool_messages(&requests[1])[0].1.contains("42"));
 }
+
+#[tokio::test]
+async fn chat_completions_with_tools_of_its_own_gets_only_those_and_the_host_runs_nothing() {
+    let host = host_with(json!({"everything": everything_stdio()}), json!({})).await;
+    host.upstream.push(tool_calls(
+        "",
+        &[("c_weather", "get_weather", r#"{"city": "Oslo"}"#)],
+    ));
+    let weather = json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    let (status, body) = host
+        .post(
+            "/v1/chat/completions",
+            Some(json!({"model": "default", "tools": [weather],
+                        "messages": [{"role": "user", "content": "Weather in Oslo?"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    let requests = host.upstream.requests();
+    assert_eq!(requests.len(), 1, "the host ran nothing");
+    assert_eq!(
+        offered_tools(&requests[0]),
+        ["get_weather"],
+        "only the client's tools"
+    );
+}

@@ -3,7 +3,7 @@
 # number for comparing two builds on a machine too busy for wall-clock timings.
 #
 # Usage: bench/instructions.sh [HOST_BIN] [-- extra gateway-bench arguments]
-#   HOST_BIN defaults to target/profiling/gateway-host, built here with the `profiling` profile
+#   HOST_BIN defaults to target/profiling/gateway-host ($CARGO_TARGET_DIR is honoured), built here with the `profiling` profile
 #   (the release code plus line tables, so callgrind_annotate can name source lines). The load
 #   is one worker, answers at once; pass e.g. `-- --concurrency 10 --token-delay-ms 2` for
 #   paced tokens.
@@ -24,7 +24,8 @@ extra=("$@")
 packages=(-p gateway-bench)
 [ -z "$host_arg" ] && packages+=(-p gateway-host)
 cargo build --profile profiling -q "${packages[@]}"
-host=$(realpath "${host_arg:-target/profiling/gateway-host}")
+bin=${CARGO_TARGET_DIR:-target}/profiling
+host=$(realpath "${host_arg:-$bin/gateway-host}")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -41,7 +42,7 @@ chmod +x "$work/wrap.sh"
 
 count() {
   local turns=$1 out="$work/cg.$1"
-  CG_OUT=$out target/profiling/gateway-bench --host-bin "$work/wrap.sh" --turns "$turns" \
+  CG_OUT=$out "$bin/gateway-bench" --host-bin "$work/wrap.sh" --turns "$turns" \
     --no-warmup --startup-runs 0 --skip-sessions --paced-token-delay-ms 0 \
     --turn-timeout-secs 300 --max-seconds 900 "${extra[@]}" >"$out.bench" 2>&1 || {
     cat "$out.bench" >&2

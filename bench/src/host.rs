@@ -179,6 +179,8 @@ impl HostProcess {
             .env("GATEWAY_PROFILES_DIR", workdir.path().join("profiles"))
             .env("GATEWAY_PROMPTS_DIR", workdir.path().join("prompts"))
             .env("GATEWAY_DEFAULT_PROFILE", PROFILE_ID)
+            // Room for the largest level's clients (the default cap is 1,024 connections).
+            .env("GATEWAY_SERVER__MAX_CONNECTIONS", "20000")
             .env(
                 "GATEWAY_MEMORY__MAX_MESSAGES",
                 spec.max_messages.to_string(),

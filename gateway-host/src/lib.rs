@@ -9,16 +9,18 @@
 //! }
 //! ```
 //!
-//! Embedding the router (tests do this with a mock upstream):
+//! Embedding the host (tests do this with a mock upstream): [`serve`] runs the router
+//! ([`app`]) with the host's connection handling (timeouts, connection cap) until the state's
+//! shutdown has drained.
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
-//! use gateway_host::{app, AppState, HostConfig};
+//! use gateway_host::{serve, AppState, HostConfig};
 //! let config = HostConfig::load(None)?;
 //! let registry = gateway_core::Registry::from_inventory()?;
 //! let state = AppState::load(config, &registry, &gateway_core::Env::from_process());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! axum::serve(listener, app(state)).await?;
+//! serve(listener, state).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -28,9 +30,12 @@
 //!
 //! - `http/`: the router ([`app`]) with the host's own routes, the session API
 //!   (`sessions.rs`), the OpenAI-compatible facade (`openai.rs`; the client's messages in
-//!   `openai/messages.rs`, chunks and completions in `openai/answer.rs`), bearer-token authentication
-//!   (`auth.rs`), SSE writing (`sse.rs`), request reading (`extract.rs`) and the one error
-//!   type, [`ApiError`], rendered as the host's JSON error or as OpenAI's (`error.rs`).
+//!   `openai/messages.rs`, chunks and completions in `openai/answer.rs`), bearer-token
+//!   authentication (`auth.rs`), cross-site request rules (`origin.rs`), SSE writing
+//!   (`sse.rs`), request reading (`extract.rs`) and the one error type, [`ApiError`], rendered
+//!   as the host's JSON error or as OpenAI's (`error.rs`). Below the router, `http/server/`
+//!   serves connections ([`serve`]): header-read, body-read and idle timeouts, the connection
+//!   cap, JSON answers to malformed requests, and the connection side of the shutdown.
 //! - [`turn`]: the pipeline from a request to a well-formed event stream ([`turn::start`]):
 //!   failover across a profile's gateways, admission (stream limits, shutdown), upstream
 //!   concurrency per instance, sentence events, a profile's voice settings, a session
@@ -79,6 +84,7 @@ pub use cli::report::{Level, Report};
 pub use config::instances::Instances;
 pub use config::profile::{is_valid_id, Profile, ProfileSet};
 pub use config::{ConfigError, HostConfig};
+pub use http::server::serve;
 pub use http::{app, ApiError};
 pub use sessions::SessionView;
 pub use state::{AppState, StartError};

@@ -29,6 +29,7 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 
 pub mod chaos;
 pub mod process;
+pub mod raw;
 pub mod tools;
 
 /// The fake API key the harness configures; tests assert it never leaks.
@@ -352,6 +353,17 @@ pub async fn serve(router: Router) -> SocketAddr {
     addr
 }
 
+/// Serve a host's state on 127.0.0.1:0 in the background with the host's own connection
+/// handling ([`gateway_host::serve`]: timeouts, connection cap); returns the address.
+pub async fn serve_host(state: AppState) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(gateway_host::serve(listener, state));
+    addr
+}
+
 /// A profile JSON in OpenVoiceUI format using the built-in `openai-compat` instance.
 pub fn profile(id: &str) -> Value {
     json!({
@@ -506,7 +518,7 @@ impl TestHost {
         let state = AppState::connect(config, &registry, &env)
             .await
             .expect("host state (session store reachable, auth settings usable)");
-        let addr = serve(gateway_host::app(state.clone())).await;
+        let addr = serve_host(state.clone()).await;
         Self {
             url: format!("http://{addr}"),
             state,

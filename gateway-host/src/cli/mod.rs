@@ -66,7 +66,11 @@ impl Command {
 }
 
 async fn load_state(cli_config: Option<&std::path::Path>) -> anyhow::Result<AppState> {
-    let config = HostConfig::load(cli_config)?;
+    state_of(HostConfig::load(cli_config)?).await
+}
+
+/// The host's state for `config`, with every linked gateway kind and the process environment.
+async fn state_of(config: HostConfig) -> anyhow::Result<AppState> {
     let registry = Registry::from_inventory()?;
     Ok(AppState::connect(config, &registry, &Env::from_process()).await?)
 }

@@ -60,6 +60,7 @@ impl Report {
         report.prompt(state);
         report.memory(state);
         report.access(state);
+        report.network(state);
         report
     }
 
@@ -190,13 +191,45 @@ impl Report {
         let limits = &config.limits;
         let detail = format!(
             "{} streams in total, {} per session (0 = no limit), upstream concurrency {} per \
-             instance (0 = no limit), shutdown grace {} s",
+             instance (0 = no limit), answers up to {} characters, shutdown grace {} s",
             limits.max_streams,
             limits.max_streams_per_session,
             limits.max_upstream_concurrency,
+            limits.max_answer_chars,
             config.shutdown_grace_secs
         );
         self.push("access", Level::Ok, "limits", detail);
+    }
+
+    /// Client connections (`[server]`: the cap under the open-file limit `serve` will have,
+    /// the timeouts) and the web origins allowed (`[cors]`).
+    fn network(&mut self, state: &AppState) {
+        use crate::http::server::{connection_cap, open_file_limit, HEALTH_RESERVE};
+        let server = &state.config().server;
+        let cap = connection_cap(state, open_file_limit());
+        let files = cap.open_files.map_or("unknown".into(), |n| n.to_string());
+        let (level, lowered) = match cap.lowered {
+            true => (
+                Level::Warning,
+                format!(", lowered from {}", server.max_connections),
+            ),
+            false => (Level::Ok, String::new()),
+        };
+        let detail = format!(
+            "at most {} open (open-file limit {files}{lowered}) + {HEALTH_RESERVE} for \
+             /healthz; timeouts: header read {} ms, body read {} ms, idle keep-alive {} ms",
+            cap.max,
+            server.header_read_timeout_ms,
+            server.body_read_timeout_ms,
+            server.idle_timeout_ms
+        );
+        self.push("access", level, "connections", detail);
+        let origins = &state.config().cors.allowed_origins;
+        let detail = match origins.is_empty() {
+            true => "browser requests from the host's own origin only".to_string(),
+            false => format!("the host's own origin and {}", origins.join(", ")),
+        };
+        self.push("access", Level::Ok, "cors", detail);
     }
 
     /// Add a finding (e.g. the result of connecting to the session store).

@@ -8,6 +8,7 @@
 pub(crate) mod instances;
 pub(crate) mod profile;
 pub(crate) mod prompt;
+pub(crate) mod server;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
+
+pub use server::{CorsConfig, ServerConfig};
 
 /// Default config file, read when present.
 pub const DEFAULT_CONFIG_FILE: &str = "gateway.toml";
@@ -67,6 +70,10 @@ pub struct HostConfig {
     pub auth: AuthConfig,
     /// Seconds in-flight turns may run on after SIGTERM/SIGINT before they are ended.
     pub shutdown_grace_secs: u64,
+    /// Client connections: read timeouts and the cap on open ones.
+    pub server: ServerConfig,
+    /// Other web origins allowed to call the API from a browser.
+    pub cors: CorsConfig,
     /// Gateway instances by id: settings of a built-in kind instance (`[gateways.openai-compat]`)
     /// or named instances (`[gateways.groq] kind = "openai-compat"`).
     pub gateways: BTreeMap<String, GatewayConfig>,
@@ -88,6 +95,8 @@ impl Default for HostConfig {
             retry: RetryConfig::default(),
             auth: AuthConfig::default(),
             shutdown_grace_secs: 10,
+            server: ServerConfig::default(),
+            cors: CorsConfig::default(),
             gateways: BTreeMap::new(),
             tools: Default::default(),
         }
@@ -200,6 +209,9 @@ pub struct LimitsConfig {
     /// Default upstream concurrency of every gateway instance (an instance's own
     /// `max_concurrency` wins); 0 = no limit. Excess turns wait up to the first-token timeout.
     pub max_upstream_concurrency: usize,
+    /// Longest answer one turn may stream, in characters; a longer one is cut and ends with
+    /// an `error` event (nothing of it is stored).
+    pub max_answer_chars: usize,
 }
 
 impl Default for LimitsConfig {
@@ -210,6 +222,7 @@ impl Default for LimitsConfig {
             max_streams: 2_048,
             max_streams_per_session: 4,
             max_upstream_concurrency: 0,
+            max_answer_chars: 200_000,
         }
     }
 }
@@ -408,11 +421,16 @@ impl HostConfig {
         if self.limits.max_body_bytes == 0
             || self.limits.max_message_chars == 0
             || self.limits.max_streams == 0
+            || self.limits.max_answer_chars == 0
         {
             return bad(
-                "limits.max_body_bytes, max_message_chars and max_streams must be > 0".into(),
+                "limits.max_body_bytes, max_message_chars, max_streams and max_answer_chars \
+                 must be > 0"
+                    .into(),
             );
         }
+        self.server.check()?;
+        self.cors.check()?;
         if self.keepalive_secs == 0 {
             return bad("keepalive_secs must be > 0".into());
         }

@@ -76,6 +76,24 @@ pub enum ApiError {
     /// 503 `overloaded`/`shutting_down` or 429 `session_busy`, with `Retry-After`.
     #[error(transparent)]
     Refused(Refusal),
+    /// 415 `unsupported_media_type`: a body that is not sent as `application/json`.
+    #[error("send the request body as application/json (got {0})")]
+    UnsupportedMediaType(String),
+    /// 403 `origin_not_allowed`: a browser request from a web origin not allowed to call.
+    #[error("requests from origin '{0}' are not allowed (cors.allowed_origins)")]
+    OriginNotAllowed(String),
+    /// 408 `request_timeout`: the request body did not arrive in time.
+    #[error("the request body did not arrive within {0} ms")]
+    RequestTimeout(u64),
+    /// 400 `malformed_request`: the request line or headers cannot be parsed.
+    #[error("malformed request: the request line or headers cannot be parsed")]
+    MalformedRequest,
+    /// 414 `uri_too_long`.
+    #[error("the request target is too long")]
+    UriTooLong,
+    /// 431 `headers_too_large`: the request head is over this many bytes.
+    #[error("the request line and headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
 }
 
 impl ApiError {
@@ -157,6 +175,11 @@ impl ApiError {
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Refused(refusal) => refusal.status(),
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -170,6 +193,12 @@ impl ApiError {
             | ApiError::Unavailable { code, .. } => code,
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Refused(refusal) => refusal.code(),
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::OriginNotAllowed(_) => "origin_not_allowed",
+            ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::MalformedRequest => "malformed_request",
+            ApiError::UriTooLong => "uri_too_long",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
             _ => "bad_request",
         }
     }
@@ -209,8 +238,9 @@ struct HostDetail<'a> {
     message: &'a str,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// Status and body of the host's rendering.
+    pub fn host_json(&self) -> (StatusCode, String) {
         let (status, code) = self.host();
         let message = self.to_string();
         let body = HostBody {
@@ -219,11 +249,14 @@ impl IntoResponse for ApiError {
                 message: &message,
             },
         };
-        respond(
-            status,
-            serde_json::to_string(&body).unwrap_or_default(),
-            &self,
-        )
+        (status, serde_json::to_string(&body).unwrap_or_default())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.host_json();
+        respond(status, body, &self)
     }
 }
 

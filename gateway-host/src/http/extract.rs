@@ -1,17 +1,20 @@
-//! Reading requests, decided once for both APIs: JSON bodies within the body limit, path
-//! segments and session keys. Every failure is an [`ApiError`].
+//! Reading requests, decided once for both APIs: JSON bodies (sent as `application/json`,
+//! within the body limit and the body-read timeout), path segments and session keys. Every
+//! failure is an [`ApiError`].
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, Path, Request};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::server::service::BodyTimeout;
 use crate::turn;
 
-/// A JSON body extractor whose rejections are [`ApiError`]s (never axum's plain text). It does
-/// not insist on a `Content-Type` header.
+/// A JSON body extractor whose rejections are [`ApiError`]s (never axum's plain text). The
+/// body must be sent as `application/json` (415 otherwise): a web page can send `text/plain`
+/// to any address without asking, but JSON only after a CORS preflight.
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
@@ -19,12 +22,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        check_json_type(req.headers(), true)?;
         let bytes = body_bytes(req, state).await?;
         decode_json(&bytes).map(JsonBody)
     }
 }
 
-/// Like [`JsonBody`], but an empty (or all-whitespace) body is `None`.
+/// Like [`JsonBody`], but an empty (or all-whitespace) body is `None`, and a request without
+/// a body needs no `Content-Type`.
 #[derive(Debug, Clone)]
 pub struct OptionalJsonBody<T>(pub Option<T>);
 
@@ -32,7 +37,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T>
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let typed = check_json_type(req.headers(), false)?;
         let bytes = body_bytes(req, state).await?;
+        if !typed && !bytes.is_empty() {
+            return Err(ApiError::UnsupportedMediaType("no content type".into()));
+        }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(None));
         }
@@ -53,10 +62,45 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
     Bytes::from_request(req, state).await.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(limit)
+        } else if let Some(timeout) = body_timeout(&r) {
+            ApiError::RequestTimeout(timeout.0.as_millis() as u64)
         } else {
             ApiError::bad_request(r.body_text())
         }
     })
+}
+
+/// The body-read timeout behind a failed body, if that is what failed.
+fn body_timeout<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTimeout> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(timeout) = e.downcast_ref::<BodyTimeout>() {
+            return Some(timeout);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// `Ok(true)` when the request says its body is JSON (`application/json` or `…+json`, any
+/// parameters); `Ok(false)` when it names no type and `required` is false; else a 415.
+fn check_json_type(headers: &HeaderMap, required: bool) -> Result<bool, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return match required {
+            true => Err(ApiError::UnsupportedMediaType("no content type".into())),
+            false => Ok(false),
+        };
+    };
+    let text = value.to_str().unwrap_or_default();
+    let essence = text.split(';').next().unwrap_or_default().trim();
+    let essence = essence.to_ascii_lowercase();
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if json {
+        return Ok(true);
+    }
+    let shown: String = text.chars().take(64).collect();
+    Err(ApiError::UnsupportedMediaType(format!("'{shown}'")))
 }
 
 /// Not JSON is `invalid_json`; JSON of the wrong shape is [`ApiError::WrongShape`].

@@ -1,12 +1,15 @@
 //! The HTTP layer (axum): the router and the host's own routes (conversation streaming,
 //! profiles, gateways, health, metrics), the session API ([`sessions`]), the OpenAI-compatible
-//! facade ([`openai`]), client authentication ([`auth`]), SSE writing ([`sse`]), request
-//! reading ([`extract`]) and the one error type with its two renderings ([`error`]).
+//! facade ([`openai`]), client authentication ([`auth`]), cross-site request rules
+//! ([`origin`]), SSE writing ([`sse`]), request reading ([`extract`]), the one error type with
+//! its two renderings ([`error`]), and the connection handling that serves it all ([`server`]).
 
 pub(crate) mod auth;
 pub(crate) mod error;
 pub(crate) mod extract;
 pub(crate) mod openai;
+pub(crate) mod origin;
+pub(crate) mod server;
 pub(crate) mod sessions;
 pub(crate) mod sse;
 
@@ -65,6 +68,11 @@ pub fn app(state: AppState) -> Router {
         ))
         // After the auth layer: the console's files are public (they hold no secrets).
         .merge(crate::console::routes())
+        // Outermost of all: foreign web origins are refused, allowed ones' preflights answered.
+        .layer(axum::middleware::from_fn_with_state(
+            crate::http::origin::AllowedOrigins::from_config(&state.config().cors),
+            crate::http::origin::check,
+        ))
         .with_state(state)
 }
 

@@ -507,6 +507,7 @@ fn launch(
         sentences: parts.sentences,
         actions: Vec::new(),
         out: VecDeque::new(),
+        answer_chars: 0,
         _in_flight: state.metrics().stream_open(),
         _admission: parts.admission,
     };
@@ -672,6 +673,8 @@ struct Tail {
     actions: Vec<serde_json::Value>,
     /// Events ready to go to the client, oldest first.
     out: VecDeque<Event>,
+    /// Characters of answer text received so far (`limits.max_answer_chars` caps them).
+    answer_chars: usize,
     _in_flight: InFlight,
     _admission: Admission,
 }
@@ -695,6 +698,31 @@ impl Tail {
             ms: ttft.as_millis() as u64,
             gateway: Some(self.gateway().to_string()),
         });
+    }
+
+    /// `event`, or the final `error` in its place when it takes the answer past
+    /// `limits.max_answer_chars` (the caller then lets the upstream go).
+    fn within_answer_cap(&mut self, event: Event) -> Event {
+        let chars = match &event {
+            Event::Delta { text } => text.chars().count(),
+            Event::TextDone { response, .. } => {
+                response.chars().count().saturating_sub(self.answer_chars)
+            }
+            _ => return event,
+        };
+        self.answer_chars += chars;
+        let max = self.state.config().limits.max_answer_chars;
+        if self.answer_chars <= max {
+            return event;
+        }
+        self.saw_error.store(true, Ordering::Relaxed);
+        self.state
+            .metrics()
+            .error(self.gateway(), "answer_too_long");
+        tracing::warn!(gateway = %self.gateway(), max, "answer cut: longer than limits.max_answer_chars");
+        Event::error(format!(
+            "the answer is longer than {max} characters (limits.max_answer_chars): cut"
+        ))
     }
 
     /// Take one event of the gateway (made well-formed) into `out`; a completed answer
@@ -923,6 +951,7 @@ impl Stream for TurnStream {
                 continue;
             };
             let event = gateway_core::stream::settle(ready!(upstream.as_mut().poll_next(cx)));
+            let event = this.tail.within_answer_cap(event);
             if event.is_terminal() {
                 this.upstream = None;
             }

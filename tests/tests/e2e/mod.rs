@@ -5,6 +5,7 @@ mod disconnect;
 mod errors;
 mod failover;
 mod memory;
+mod network;
 mod openai_api;
 mod openai_tools;
 mod profiles;

@@ -141,14 +141,19 @@ async fn interrupt_when_nothing_is_in_flight_is_a_409_and_bad_input_a_400() {
         (status, &body["error"]["code"]),
         (400, &json!("bad_request"))
     );
+    let url = format!("{}/v1/sessions/idle/interrupt", host.url);
     let r = host
         .client
-        .post(format!("{}/v1/sessions/idle/interrupt", host.url))
+        .post(&url)
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // A body must be sent as JSON; no body needs no type.
+    let r = host.client.post(&url).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 415);
     let (status, body) = interrupt(&host, "idle", Some(json!({"heard": 5}))).await;
     assert_eq!(
         (status, &body["error"]["code"]),

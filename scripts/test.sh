@@ -3,8 +3,9 @@
 # client tests (OpenVoiceUI plugin, official openai SDK) and the Redis replica tests.
 # Installs what is missing first: redis-server, nginx and openssl (replicas behind a load
 # balancer, Redis over TLS), chromium and chromium-driver (Debian, when run as root), the
-# Python test packages and the console's npm packages (playwright-core, which
-# drives the system chromium; no browser is downloaded).
+# Python test packages (the openai SDK, the MCP time server), the console's npm packages
+# (playwright-core, which drives the system chromium; no browser is downloaded) and the
+# reference MCP server the tool tests use (integrations/mcp-servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,12 @@ if [ ! -d integrations/console/node_modules/playwright-core ]; then
   (cd integrations/console && npm ci --no-audit --no-fund --silent)
 fi
 
-if ! python3 -c 'import openai' >/dev/null 2>&1; then
+if [ ! -f integrations/mcp-servers/node_modules/@modelcontextprotocol/server-everything/dist/index.js ]; then
+  echo "installing the MCP test server (integrations/mcp-servers/package-lock.json)"
+  (cd integrations/mcp-servers && npm ci --no-audit --no-fund --silent)
+fi
+
+if ! python3 -c 'import openai, mcp_server_time' >/dev/null 2>&1; then
   echo "installing the Python test packages (integrations/requirements-test.txt)"
   python3 -m pip install -q --disable-pip-version-check -r integrations/requirements-test.txt
 fi

@@ -33,6 +33,7 @@ mod peers;
 mod procs;
 mod report;
 mod sessions;
+mod tools;
 mod upstream;
 
 use std::path::PathBuf;
@@ -217,6 +218,9 @@ struct Args {
     /// Skip the session-memory phase.
     #[arg(long)]
     skip_sessions: bool,
+    /// Tool turns (and as many plain ones) in the tool-round phase; 0 skips it.
+    #[arg(long, default_value_t = 200)]
+    tool_turns: usize,
     /// Host starts to time (spawn → /healthz 200).
     #[arg(long, default_value_t = 5)]
     startup_runs: usize,
@@ -238,6 +242,7 @@ impl Args {
             // LiteLLM takes seconds to start: the smoke run covers the nginx hop only.
             self.peers.retain(|&kind| kind == PeerKind::Nginx);
             self.skip_sessions = true;
+            self.tool_turns = self.tool_turns.min(5);
             self.startup_runs = self.startup_runs.min(1);
             self.max_seconds = self.max_seconds.min(20.0);
         }
@@ -523,6 +528,16 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
         let result = sessions_phase(&args, bin, &voice_prompt).await?;
         total_errors += result.errors;
         summary.insert("sessions".into(), result.json);
+    }
+
+    // What a tool round costs, on a fresh host with an MCP server.
+    if let (Some(bin), true) = (&host_bin, args.tool_turns > 0) {
+        if let Some(round) = tools::run(bin, &voice_prompt, args.tool_turns).await? {
+            println!("{}", round.markdown);
+            total_turns += round.turns;
+            total_errors += round.errors;
+            summary.insert("tool_round".into(), round.json);
+        }
     }
 
     summary.insert("turns".into(), json!(total_turns));

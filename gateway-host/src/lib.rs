@@ -38,8 +38,12 @@
 //!   cap, JSON answers to malformed requests, and the connection side of the shutdown.
 //! - [`turn`]: the pipeline from a request to a well-formed event stream ([`turn::start`]):
 //!   failover across a profile's gateways, admission (stream limits, shutdown), upstream
-//!   concurrency per instance, sentence events, a profile's voice settings and a session
-//!   history made valid for tool calls (`tool_history.rs`).
+//!   concurrency per instance, sentence events, a profile's voice settings, a session
+//!   history made valid for tool calls (`tool_history.rs`) and the tool loop (`tool_loop.rs`:
+//!   the rounds of a turn whose profile offers MCP tools).
+//! - `tools/`: the MCP tool servers of `[tools]` (stdio started lazily and again after a
+//!   crash, or streamable HTTP), the tools a profile offers, running calls, and what `check`
+//!   says about them.
 //! - `sessions/`: turns of one session one at a time (queue modes, interrupts), the session
 //!   stores (in memory or Redis, `store.rs`), per-session stream slots (`slots.rs`) and, with
 //!   Redis, the replicas' shared leases and requests (`cluster.rs`).
@@ -60,7 +64,7 @@
 //! `POST /v1/chat/completions`. The settings, profile fields, routes and errors are described
 //! in `README.md`; operations (Redis, authentication, limits, shutdown) in
 //! `docs/operations.md`, gateways and fallbacks in `docs/backends.md`, the OpenAI facade in
-//! `docs/openai-api.md`, voice features in `docs/voice.md`.
+//! `docs/openai-api.md`, voice features in `docs/voice.md`, MCP tools in `docs/tools.md`.
 
 mod cli;
 pub mod config;
@@ -70,6 +74,7 @@ mod metrics;
 mod sessions;
 mod shutdown;
 mod state;
+mod tools;
 pub mod turn;
 
 use std::process::ExitCode;

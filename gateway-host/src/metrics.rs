@@ -38,6 +38,25 @@ struct GatewayLabels {
     gateway: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    server: String,
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolErrorLabels {
+    server: String,
+    tool: String,
+    cause: String,
+}
+
+type ToolHistogramFamily = Family<ToolLabels, Histogram, fn() -> Histogram>;
+
+fn tool_histogram() -> Histogram {
+    Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+}
+
 type HistogramFamily = Family<GatewayLabels, Histogram, fn() -> Histogram>;
 
 fn ttft_histogram() -> Histogram {
@@ -56,6 +75,9 @@ pub struct Metrics {
     fallbacks: Family<FallbackLabels, Counter>,
     retries: Family<ErrorLabels, Counter>,
     memory_not_stored: Family<MemoryLabels, Counter>,
+    tool_calls: Family<ToolLabels, Counter>,
+    tool_errors: Family<ToolErrorLabels, Counter>,
+    tool_seconds: ToolHistogramFamily,
 }
 
 impl Default for Metrics {
@@ -81,6 +103,9 @@ impl Metrics {
         let fallbacks = Family::<FallbackLabels, Counter>::default();
         let retries = Family::<ErrorLabels, Counter>::default();
         let memory_not_stored = Family::<MemoryLabels, Counter>::default();
+        let tool_calls = Family::<ToolLabels, Counter>::default();
+        let tool_errors = Family::<ToolErrorLabels, Counter>::default();
+        let tool_seconds: ToolHistogramFamily = Family::new_with_constructor(tool_histogram);
         registry.register(
             "requests",
             "Conversation turns sent to a gateway, by profile and gateway (a turn that fails over counts once on each gateway it tries)",
@@ -116,6 +141,21 @@ impl Metrics {
             "Session memory writes given up on (the store stayed unreachable): `turn` (the client was told in text_done) or `interrupted` (a cut turn's kept part)",
             memory_not_stored.clone(),
         );
+        registry.register(
+            "tool_calls",
+            "Tool calls the host ran for a model, by MCP server and tool",
+            tool_calls.clone(),
+        );
+        registry.register(
+            "tool_errors",
+            "Tool calls that failed, by MCP server, tool and cause (timeout, tool_error, ...)",
+            tool_errors.clone(),
+        );
+        registry.register(
+            "tool_call_seconds",
+            "Duration of tool calls, by MCP server and tool",
+            tool_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -125,6 +165,9 @@ impl Metrics {
             fallbacks,
             retries,
             memory_not_stored,
+            tool_calls,
+            tool_errors,
+            tool_seconds,
         }
     }
 
@@ -189,6 +232,27 @@ impl Metrics {
             .observe(ttft.as_secs_f64());
     }
 
+    /// Count a finished tool call, its duration and, when it failed, its cause.
+    pub fn tool_call(&self, server: &str, tool: &str, elapsed: Duration, error: Option<&str>) {
+        let labels = ToolLabels {
+            server: server.into(),
+            tool: tool.into(),
+        };
+        self.tool_calls.get_or_create(&labels).inc();
+        self.tool_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if let Some(cause) = error {
+            self.tool_errors
+                .get_or_create(&ToolErrorLabels {
+                    server: labels.server,
+                    tool: labels.tool,
+                    cause: cause.into(),
+                })
+                .inc();
+        }
+    }
+
     /// A guard counting one open stream until dropped.
     pub fn stream_open(&self) -> InFlight {
         self.in_flight.inc();
@@ -227,6 +291,13 @@ mod tests {
         m.fallback("groq", "ollama");
         m.retry("groq", "http_429");
         m.memory_not_stored("turn");
+        m.tool_call("time", "get_current_time", Duration::from_millis(40), None);
+        m.tool_call(
+            "time",
+            "get_current_time",
+            Duration::from_millis(9),
+            Some("timeout"),
+        );
         let guard = m.stream_open();
         let text = m.render();
         assert!(text.contains(
@@ -238,6 +309,12 @@ mod tests {
         assert!(text.contains(r#"gateway_host_retries_total{gateway="groq",cause="http_429"} 1"#));
         assert!(text.contains("gateway_host_in_flight_streams 1"));
         assert!(text.contains(r#"gateway_host_memory_not_stored_total{what="turn"} 1"#));
+        assert!(text
+            .contains(r#"gateway_host_tool_calls_total{server="time",tool="get_current_time"} 2"#));
+        assert!(text.contains(
+            r#"gateway_host_tool_errors_total{server="time",tool="get_current_time",cause="timeout"} 1"#
+        ));
+        assert!(text.contains("gateway_host_tool_call_seconds_count"));
         drop(guard);
         assert!(m.render().contains("gateway_host_in_flight_streams 0"));
     }

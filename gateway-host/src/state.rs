@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::sessions::cluster::Cluster;
 use crate::sessions::Sessions;
 use crate::shutdown::Shutdown;
+use crate::tools::ToolServers;
 use crate::turn::limits::StreamLimits;
 
 /// Why a host cannot start.
@@ -43,6 +44,7 @@ struct Shared {
     auth: Auth,
     limits: StreamLimits,
     shutdown: Shutdown,
+    tools: ToolServers,
 }
 
 impl std::fmt::Debug for AppState {
@@ -114,6 +116,7 @@ impl AppState {
         );
         let metrics = Metrics::new();
         let sessions = Sessions::counting_lost(metrics.memory_not_stored_counter("interrupted"));
+        let tools = ToolServers::new(&config.tools);
         Self {
             inner: Arc::new(Shared {
                 config,
@@ -126,6 +129,7 @@ impl AppState {
                 auth,
                 limits,
                 shutdown: Shutdown::default(),
+                tools,
             }),
         }
     }
@@ -189,5 +193,10 @@ impl AppState {
     /// Shutdown phases.
     pub fn shutdown(&self) -> &Shutdown {
         &self.inner.shutdown
+    }
+
+    /// The MCP tool servers (started on first use).
+    pub fn tools(&self) -> &ToolServers {
+        &self.inner.tools
     }
 }

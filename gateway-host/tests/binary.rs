@@ -252,3 +252,85 @@ auth = "none"
     assert!(text.contains("0 problem(s), 1 warning(s)"), "{text}");
     assert!(!text.contains("gsk-check-test"), "{text}");
 }
+
+#[test]
+fn check_starts_tool_servers_and_reports_unreachable_unknown_and_clashing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dirs(dir.path(), &HostSpec::default());
+    let js = gateway_tests::tools::everything_js();
+    let js = js.display();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        format!(
+            r#"
+[tools.servers.everything]
+command = "node"
+args = ["{js}", "stdio"]
+env = {{ EVERYTHING_TOKEN = "env-SECRET-42" }}
+
+[tools.servers.everything-two]
+command = "node"
+args = ["{js}", "stdio"]
+allow = ["echo", "no-such-tool"]
+
+[tools.servers.gone]
+command = "/nonexistent/mcp-server"
+
+[tools.servers.remote]
+url = "http://127.0.0.1:9/mcp"
+headers = {{ Authorization = "Bearer hdr-SECRET-43" }}
+"#
+        ),
+    )
+    .unwrap();
+    let helper = json!({"id": "helper", "features": {"tools": true},
+        "adapter_config": {"tool_servers": ["everything", "everything-two", "gone", "ghost"]}});
+    write_profile(dir.path(), &helper);
+    let output = host_command(BIN, dir.path(), &["check"])
+        .env("OPENAI_COMPAT_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{text}");
+    let lines = |subject: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(&format!(" {subject}: ")))
+            .map(str::to_string)
+            .collect()
+    };
+    let everything = lines("everything").join("\n");
+    assert!(
+        everything.contains("ok")
+            && everything.contains("get-sum")
+            && everything.contains("used by helper"),
+        "{everything}"
+    );
+    let two = lines("everything-two").join("\n");
+    assert!(two.contains("1 tool(s): echo"), "{two}");
+    assert!(
+        two.contains("warning") && two.contains("'no-such-tool'"),
+        "{two}"
+    );
+    let gone = lines("gone").join("\n");
+    assert!(
+        gone.contains("PROBLEM") && gone.contains("unreachable"),
+        "{gone}"
+    );
+    let remote = lines("remote").join("\n");
+    assert!(
+        remote.contains("warning") && remote.contains("no profile uses it"),
+        "{remote}"
+    );
+    let helper = lines("helper.json").join("\n");
+    assert!(helper.contains("unknown tool server 'ghost'"), "{helper}");
+    assert!(
+        helper.contains("tool 'echo' is offered by both 'everything' and 'everything-two'"),
+        "{helper}"
+    );
+    for secret in ["env-SECRET-42", "hdr-SECRET-43"] {
+        assert!(
+            !output_text(&output).contains(secret),
+            "{secret} shown:\n{text}"
+        );
+    }
+}

@@ -31,6 +31,7 @@ pub mod chaos;
 pub mod nginx;
 pub mod process;
 pub mod raw;
+pub mod tools;
 
 /// The fake API key the harness configures; tests assert it never leaks.
 pub const TEST_KEY: &str = "sk-test-SECRET-9f8e7d6c";

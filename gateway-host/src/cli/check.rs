@@ -29,6 +29,7 @@ pub async fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let memory = config.memory.clone();
     let state = AppState::load(config, &registry, &Env::from_process());
     let mut report = Report::of(&state);
+    crate::tools::check::report(&state, &mut report).await;
     if memory.backend == MemoryBackend::Redis {
         match crate::sessions::store::open(&memory).await {
             Ok(_) => report.push("memory", Level::Ok, "redis", "reachable".into()),

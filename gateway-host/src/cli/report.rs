@@ -20,7 +20,7 @@ pub enum Level {
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// Section: `gateway`, `profile`, `prompt`, `memory`, `access`.
+    /// Section: `gateway`, `profile`, `prompt`, `memory`, `access`, `tool`.
     pub section: &'static str,
     /// Severity.
     pub level: Level,

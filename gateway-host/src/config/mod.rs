@@ -77,6 +77,8 @@ pub struct HostConfig {
     /// Gateway instances by id: settings of a built-in kind instance (`[gateways.openai-compat]`)
     /// or named instances (`[gateways.groq] kind = "openai-compat"`).
     pub gateways: BTreeMap<String, GatewayConfig>,
+    /// MCP tool servers and the tool loop's bounds (see `docs/tools.md`).
+    pub tools: crate::tools::config::ToolsConfig,
 }
 
 impl Default for HostConfig {
@@ -96,6 +98,7 @@ impl Default for HostConfig {
             server: ServerConfig::default(),
             cors: CorsConfig::default(),
             gateways: BTreeMap::new(),
+            tools: Default::default(),
         }
     }
 }
@@ -456,6 +459,7 @@ impl HostConfig {
             ));
         }
         self.retry.check("retry")?;
+        self.tools.check().map_err(ConfigError::Invalid)?;
         for (id, gateway) in &self.gateways {
             if !crate::config::profile::is_valid_id(id) {
                 return bad(format!("gateway id '{id}' is not valid (a-z, 0-9, -)"));
@@ -471,6 +475,7 @@ impl HostConfig {
     pub fn redacted(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         redact(&mut value);
+        crate::tools::config::ToolsConfig::redact(&mut value);
         if let Some(tokens) = value.pointer_mut("/auth/tokens") {
             *tokens = format!("*** ({} token(s))", self.auth.tokens.0.len()).into();
         }

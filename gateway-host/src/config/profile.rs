@@ -50,6 +50,11 @@ pub struct Profile {
     pub system_prompt: Option<String>,
     /// History sent per turn (`context.max_history_messages`).
     pub max_history_messages: Option<usize>,
+    /// OpenVoiceUI's `features.tools`: the profile may use tools.
+    pub tools_enabled: bool,
+    /// MCP servers (`[tools.servers]` names) whose tools the profile offers when
+    /// `features.tools` is on (`adapter_config.tool_servers`; see `docs/tools.md`).
+    pub tool_servers: Vec<String>,
     /// File the profile came from (`builtin` for in-memory profiles).
     pub file: String,
     /// The profile exactly as written, unknown fields included.
@@ -105,6 +110,14 @@ struct RawProfile {
     llm: Option<RawLlm>,
     system_prompt: Option<String>,
     context: Option<RawContext>,
+    features: Option<RawFeatures>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawFeatures {
+    /// Any JSON: only `true` turns tools on, so an unexpected type does not break the file.
+    tools: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -114,6 +127,7 @@ struct RawAdapterConfig {
     #[serde(rename = "sessionKey")]
     session_key: Option<String>,
     fallback_gateway_ids: Option<Vec<String>>,
+    tool_servers: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -179,6 +193,11 @@ impl Profile {
                 .unwrap_or_default()
                 .max_history_messages
                 .filter(|n| *n > 0),
+            tools_enabled: parsed
+                .features
+                .and_then(|f| f.tools)
+                .is_some_and(|on| on == true),
+            tool_servers: adapter.tool_servers.unwrap_or_default(),
             file: file.to_string(),
             raw: Arc::new(raw),
         })

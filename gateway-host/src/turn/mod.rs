@@ -14,6 +14,7 @@ pub(crate) mod failover;
 pub(crate) mod limits;
 pub(crate) mod sentences;
 pub(crate) mod tool_history;
+pub(crate) mod tool_loop;
 pub(crate) mod upstream_limit;
 pub(crate) mod voice;
 
@@ -39,6 +40,7 @@ use crate::metrics::InFlight;
 use crate::sessions::{QueueMode, Ticket, TurnEntry};
 use crate::shutdown::SHUTDOWN_MESSAGE;
 use crate::state::AppState;
+use crate::tools::ToolSet;
 use crate::turn::limits::{Admission, Refusal};
 use crate::turn::sentences::SentenceSplitter;
 use crate::turn::voice::VoiceSettings;
@@ -242,7 +244,21 @@ async fn prepare(
         sentences,
         admission,
     };
-    Ok(launch(state, profile, candidates, turn, memory, parts))
+    let tools = host_tools(state, &profile, &turn).await;
+    Ok(launch(
+        state, profile, candidates, turn, tools, memory, parts,
+    ))
+}
+
+/// The tools the host runs for this turn: its profile's (`features.tools` on, servers
+/// named), unless the turn brings `tools` of its own, which are its client's to run.
+async fn host_tools(state: &AppState, profile: &Profile, turn: &Turn) -> Option<ToolSet> {
+    if !profile.tools_enabled || profile.tool_servers.is_empty() || turn.extra.contains_key("tools")
+    {
+        return None;
+    }
+    let tools = state.tools().toolset(&profile.tool_servers).await;
+    (!tools.is_empty()).then_some(tools)
 }
 
 /// The message (or the client-supplied conversation, or input) is present and within the
@@ -453,6 +469,7 @@ fn launch(
     profile: Arc<Profile>,
     candidates: Vec<Candidate>,
     turn: Turn,
+    tools: Option<ToolSet>,
     memory: Memory,
     parts: StreamParts,
 ) -> StartedTurn {
@@ -462,13 +479,28 @@ fn launch(
     let saw_error = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(OnceLock::new());
     let observe = observer(state, &profile.id, &gateway_id, &saw_error, &answered);
-    let upstream = failover::events(candidates, turn, observe);
+    let (upstream, exchange) = match tools {
+        None => (failover::events(candidates, turn, observe), None),
+        Some(tools) => {
+            let exchange = tool_loop::Exchange::default();
+            let tool_loop = tool_loop::ToolLoop {
+                state: state.clone(),
+                tools,
+                max_rounds: state.tools().max_rounds(),
+                candidates,
+                observe,
+                exchange: exchange.clone(),
+            };
+            (tool_loop::events(tool_loop, turn), Some(exchange))
+        }
+    };
     let tail = Tail {
         state: state.clone(),
         primary: gateway_id.clone(),
         answered,
         session_key: memory.session_key,
         input: memory.input,
+        exchange,
         calls: Vec::new(),
         history_limit: memory.history_limit,
         started: parts.started,
@@ -629,6 +661,9 @@ struct Tail {
     session_key: Option<String>,
     /// The messages the turn adds to its session before the answer.
     input: Vec<ChatMessage>,
+    /// A host tool turn's messages after `input` (assistant messages with their calls, tool
+    /// results, the answer), written by its loop when it completes.
+    exchange: Option<tool_loop::Exchange>,
     /// The answer's tool calls, stored with it.
     calls: Vec<ToolCall>,
     history_limit: usize,
@@ -818,7 +853,14 @@ impl Tail {
                 }
                 return;
             }
-            Event::Action { action } => self.actions.push(action.clone()),
+            Event::Action { action } => {
+                self.actions.push(action.clone());
+                // Text spoken before a tool call is a sentence of its own: TTS says it while
+                // the call runs.
+                if let Some(rest) = self.sentences.as_mut().and_then(SentenceSplitter::finish) {
+                    self.out.push_back(Event::Sentence { text: rest });
+                }
+            }
             Event::ToolCall { call } => self.calls.push(call.clone()),
             Event::TextDone {
                 interrupted: false, ..
@@ -841,7 +883,9 @@ impl Tail {
         };
         let mut messages = std::mem::take(&mut self.input);
         let calls = std::mem::take(&mut self.calls);
-        if !response.trim().is_empty() || !calls.is_empty() {
+        if let Some(exchange) = self.exchange.as_ref().and_then(|e| e.get()) {
+            messages.extend(exchange.iter().cloned());
+        } else if !response.trim().is_empty() || !calls.is_empty() {
             messages.push(ChatMessage::assistant_with_tool_calls(response, calls));
         }
         let state = self.state.clone();

@@ -227,6 +227,26 @@ def sse_chunk(content=None, finish=None):
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
+def sse_tool_calls(text, calls):
+    """Pieces of a streamed chat completion that asks for tool calls, as OpenAI sends it:
+    ``calls`` are (id, name, arguments text)."""
+    pieces = [http_head(content_type="text/event-stream"), sse_chunk("")]
+    if text:
+        pieces.append(sse_chunk(text))
+    for index, (call_id, name, arguments) in enumerate(calls):
+        for delta in ({"index": index, "id": call_id, "type": "function",
+                       "function": {"name": name, "arguments": ""}},
+                      {"index": index, "function": {"arguments": arguments}}):
+            chunk = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1,
+                     "model": "mock-model",
+                     "choices": [{"index": 0, "delta": {"tool_calls": [delta]},
+                                  "finish_reason": None}]}
+            pieces.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    pieces.append(sse_chunk(None, "tool_calls"))
+    pieces.append(b"data: [DONE]\n\n")
+    return pieces
+
+
 def sse_answer(tokens, hold=None):
     """Pieces of a streamed chat completion; with ``hold``, pause after the first token."""
     pieces = [http_head(content_type="text/event-stream")]
@@ -278,13 +298,18 @@ class HostProcess:
     """``gateway-host serve --bind 127.0.0.1:0`` with temp profiles/prompts and the
     openai-compat backend pointed at ``upstream_url``."""
 
-    def __init__(self, upstream_url, use_openvoiceui_default=True):
+    def __init__(self, upstream_url, use_openvoiceui_default=True, gateway_toml=None,
+                 extra_profiles=()):
         self.tmp = tempfile.mkdtemp(prefix="ovui-plugin-host-")
         profiles = Path(self.tmp, "profiles")
         prompts = Path(self.tmp, "prompts")
         profiles.mkdir()
         prompts.mkdir()
         (profiles / "ovui-test.json").write_text(json.dumps(TEST_PROFILE))
+        for profile in extra_profiles:
+            (profiles / f"{profile['id']}.json").write_text(json.dumps(profile))
+        if gateway_toml is not None:  # read from the working directory
+            Path(self.tmp, "gateway.toml").write_text(gateway_toml)
         real_default = OPENVOICEUI_FIXTURES / "profiles" / "default.json"
         if use_openvoiceui_default:
             # OpenVoiceUI's own default profile, unchanged: the host must serve it as is.

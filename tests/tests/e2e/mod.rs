@@ -11,4 +11,5 @@ mod openai_tools;
 mod profiles;
 mod prompt;
 mod redis;
+mod tools;
 mod voice;

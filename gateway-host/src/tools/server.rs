@@ -1,0 +1,207 @@
+//! One configured MCP server: started (or reached) on first use, its tools listed once per
+//! connection, started again on the next use after it crashed or closed the connection.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue};
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceError, ServiceExt as _};
+use tokio::io::AsyncBufReadExt as _;
+
+use super::config::{ToolServerConfig, Transport};
+use super::ToolError;
+
+/// A configured server and its live connection, if any.
+pub(super) struct Server {
+    name: String,
+    config: ToolServerConfig,
+    call_timeout: Duration,
+    connect_timeout: Duration,
+    live: tokio::sync::Mutex<Option<Arc<Connection>>>,
+}
+
+/// A running MCP client session with a server, and the tools it offers (allow-list applied).
+pub(super) struct Connection {
+    service: RunningService<RoleClient, ()>,
+    pub(super) tools: Vec<Tool>,
+}
+
+impl Connection {
+    fn is_closed(&self) -> bool {
+        self.service.is_closed() || self.service.peer().is_transport_closed()
+    }
+}
+
+impl Server {
+    pub(super) fn new(
+        name: &str,
+        config: ToolServerConfig,
+        call_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            config,
+            call_timeout,
+            connect_timeout,
+            live: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The server's name in the config.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The call limit of this server.
+    pub(super) fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// The live connection; the server is started (or reached) first when there is none or
+    /// the last one closed. Concurrent callers wait for one start.
+    pub(super) async fn connection(&self) -> Result<Arc<Connection>, ToolError> {
+        let mut live = self.live.lock().await;
+        if let Some(connection) = live.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(connection.clone());
+        }
+        if live.take().is_some() {
+            tracing::info!(server = %self.name, "tool server connection closed; starting it again");
+        }
+        let connection = tokio::time::timeout(self.connect_timeout, self.connect())
+            .await
+            .map_err(|_| ToolError::Unreachable {
+                server: self.name.clone(),
+                reason: format!("no answer within {} ms", self.connect_timeout.as_millis()),
+            })??;
+        let connection = Arc::new(connection);
+        *live = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Start or reach the server, initialise the session and list its tools.
+    async fn connect(&self) -> Result<Connection, ToolError> {
+        let unreachable = |reason: String| ToolError::Unreachable {
+            server: self.name.clone(),
+            reason: self.scrub(&reason),
+        };
+        let transport = self.config.transport().map_err(unreachable)?;
+        let service = match transport {
+            Transport::Stdio { command } => {
+                let child = self
+                    .spawn(command)
+                    .map_err(|e| unreachable(e.to_string()))?;
+                ().serve(child).await
+            }
+            Transport::Http { url } => {
+                let config = StreamableHttpClientTransportConfig::with_uri(url)
+                    .custom_headers(self.headers().map_err(unreachable)?);
+                crate::tools::install_tls_provider();
+                ().serve(StreamableHttpClientTransport::from_config(config))
+                    .await
+            }
+        }
+        .map_err(|e| unreachable(e.to_string()))?;
+        let listed = service
+            .peer()
+            .list_all_tools()
+            .await
+            .map_err(|e| unreachable(format!("cannot list its tools: {e}")))?;
+        let tools = listed
+            .into_iter()
+            .filter(|t| self.config.allows(&t.name))
+            .collect();
+        tracing::debug!(server = %self.name, "tool server connected");
+        Ok(Connection { service, tools })
+    }
+
+    /// The stdio child: the command with its args and env, stderr passed to the log at
+    /// debug level, killed when the connection is dropped.
+    fn spawn(&self, command: &str) -> std::io::Result<TokioChildProcess> {
+        let mut cmd = tokio::process::Command::new(command);
+        cmd.args(&self.config.args)
+            .envs(&self.config.env)
+            .kill_on_drop(true);
+        let (child, stderr) = TokioChildProcess::builder(cmd)
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(stderr) = stderr {
+            let name = self.name.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(server = %name, "tool server: {line}");
+                }
+            });
+        }
+        Ok(child)
+    }
+
+    /// The configured HTTP headers, marked sensitive.
+    fn headers(&self) -> Result<std::collections::HashMap<HeaderName, HeaderValue>, String> {
+        self.config
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let name = HeaderName::try_from(name.as_str())
+                    .map_err(|_| format!("header name '{name}' is not valid"))?;
+                let mut value = HeaderValue::try_from(value.as_str())
+                    .map_err(|_| format!("the value of header '{name}' is not valid"))?;
+                value.set_sensitive(true);
+                Ok((name, value))
+            })
+            .collect()
+    }
+
+    /// Call `tool` with `arguments` within the server's call limit. Dropping the future
+    /// cancels the call (MCP `notifications/cancelled`).
+    pub(super) async fn call(
+        &self,
+        tool: &str,
+        arguments: JsonObject,
+    ) -> Result<CallToolResult, ToolError> {
+        let connection = self.connection().await?;
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        let call = connection.service.peer().call_tool(params);
+        match tokio::time::timeout(self.call_timeout, call).await {
+            Ok(Ok(result)) => Ok(result),
+            Err(_) => Err(ToolError::Timeout {
+                ms: self.call_timeout.as_millis() as u64,
+            }),
+            Ok(Err(ServiceError::TransportClosed | ServiceError::TransportSend(_))) => {
+                self.forget(&connection).await;
+                Err(ToolError::Closed {
+                    server: self.name.clone(),
+                })
+            }
+            Ok(Err(e)) => Err(ToolError::Failed(self.scrub(&e.to_string()))),
+        }
+    }
+
+    /// Drop `connection` if it is still the live one, so the next use starts the server again.
+    async fn forget(&self, connection: &Arc<Connection>) {
+        let mut live = self.live.lock().await;
+        if live.as_ref().is_some_and(|c| Arc::ptr_eq(c, connection)) {
+            *live = None;
+        }
+    }
+
+    /// `text` without the secrets of this server's config: header and env values, and the
+    /// password of its URL.
+    fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        if let Some(url) = &self.config.url {
+            text = text.replace(url.as_str(), &crate::config::redact_url(url));
+        }
+        let secrets = self.config.headers.values().chain(self.config.env.values());
+        for secret in secrets.filter(|s| s.len() >= 4) {
+            text = text.replace(secret.as_str(), "***");
+        }
+        text
+    }
+}

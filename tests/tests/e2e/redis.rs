@@ -325,7 +325,7 @@ async fn a_turn_finishing_while_redis_is_dead_says_memory_was_not_updated_and_re
 async fn a_paused_redis_is_reported_only_when_the_write_did_not_land() {
     let redis = RedisServer::start();
     let mut spec = redis_spec(&redis, "pause:");
-    spec.config["memory"]["write_timeout_ms"] = json!(500);
+    spec.config["memory"]["write_timeout_ms"] = json!(1000);
     let host = TestHost::with(spec).await;
     let warm = host
         .sse(json!({"message": "warm", "session_key": "shared"}))
@@ -385,7 +385,7 @@ async fn a_turn_longer_than_its_lease_keeps_it_while_it_runs() {
     let mut hosts = Vec::new();
     for _ in 0..2 {
         let mut spec = redis_spec(&redis, "renew:");
-        spec.config["memory"]["lease_ms"] = json!(300);
+        spec.config["memory"]["lease_ms"] = json!(900);
         hosts.push(TestHost::with(spec).await);
     }
     let (release, mut first) = held(&hosts[0], 0).await;
@@ -393,7 +393,7 @@ async fn a_turn_longer_than_its_lease_keeps_it_while_it_runs() {
     let second = hosts[1].spawn_sse(json!({"message": "next", "session_key": "shared"}));
     hosts[1].wait_session("shared", |v| v.queued == 1).await;
     // The turn's length (several leases), not a synchronisation: the renewals keep it.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert!(
         hosts[1].upstream.requests().is_empty(),
         "the lease was renewed"

@@ -9,76 +9,19 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::routing::post;
-use futures::StreamExt;
 use gateway_core::testing::RedisServer;
+use gateway_tests::echo::{start_upstream, Upstream};
 use gateway_tests::nginx::{free_port, Nginx};
 use gateway_tests::process::{host_command, ServeProcess};
-use gateway_tests::{chat_of, chunk, client, pairs, profile, write_dirs, HostSpec, TextStream};
+use gateway_tests::{chat_of, client, pairs, profile, write_dirs, HostSpec, TextStream};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-host");
 const CUT_ELSEWHERE: &str = "turn cut at another replica's request";
-
-/// An OpenAI-compatible upstream that answers `echo: <message>`; a message containing `hold`
-/// streams its first token, then waits for `release` (or for the host to hang up).
-#[derive(Clone, Default)]
-struct Upstream {
-    requests: Arc<Mutex<Vec<Value>>>,
-    release: Arc<Notify>,
-}
-
-async fn completions(
-    State(upstream): State<Upstream>,
-    axum::Json(body): axum::Json<Value>,
-) -> impl IntoResponse {
-    let message = body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_string();
-    upstream.requests.lock().unwrap().push(body);
-    let release = upstream.release.clone();
-    let hold = message.contains("hold");
-    let pieces = futures::stream::iter(0..3).then(move |step| {
-        let (release, message) = (release.clone(), message.clone());
-        async move {
-            let piece = match step {
-                0 => chunk(json!({"content": "echo: "}), None),
-                1 => {
-                    if hold {
-                        release.notified().await;
-                    }
-                    chunk(json!({"content": message}), None)
-                }
-                _ => chunk(json!({}), Some("stop")) + "data: [DONE]\n\n",
-            };
-            Ok::<_, std::convert::Infallible>(piece)
-        }
-    });
-    (
-        [("content-type", "text/event-stream")],
-        axum::body::Body::from_stream(pieces),
-    )
-}
-
-async fn start_upstream() -> (Upstream, String) {
-    let upstream = Upstream::default();
-    let router = axum::Router::new()
-        .route("/v1/chat/completions", post(completions))
-        .with_state(upstream.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    (upstream, format!("http://{addr}/v1"))
-}
 
 /// What every replica shares: the files, Redis and the upstream.
 struct Setup {

@@ -28,6 +28,7 @@ use tokio::sync::{oneshot, watch, Notify};
 pub const DEADLINE: Duration = Duration::from_secs(5);
 
 pub mod chaos;
+pub mod echo;
 pub mod nginx;
 pub mod process;
 pub mod raw;

@@ -91,6 +91,28 @@ pub use sessions::SessionView;
 pub use state::{AppState, StartError};
 pub use turn::{TurnError, TurnRequest};
 
+/// Log to stderr at the levels of `RUST_LOG` (`target=level` directives, e.g.
+/// `info,gateway_host=debug`), else at `default`; an unreadable `RUST_LOG` is reported and
+/// `default` used.
+fn init_logs(default: &str) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let parse = |directives: &str| directives.parse::<Targets>();
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => parse(&directives).unwrap_or_else(|e| {
+            eprintln!("warning: RUST_LOG: {e} (expected target=level directives); using {default}");
+            parse(default).unwrap_or_default()
+        }),
+        Err(_) => parse(default).unwrap_or_default(),
+    };
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(filter)
+        .init();
+}
+
 /// The entry point for `gateway-host` and third-party binaries: loads `.env` (before any
 /// thread starts), parses the command line, runs the subcommand.
 pub fn run() -> ExitCode {
@@ -100,12 +122,7 @@ pub fn run() -> ExitCode {
         }
     }
     let cli = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.command.default_log_filter()));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(cli.command.default_log_filter());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,4 +1,4 @@
-//! The [`OpenAiCompat`] gateway: one pooled HTTP client per instance, `POST
+//! The [`OpenAiCompat`] gateway: pooled HTTP clients (one per thread, `clients.rs`), `POST
 //! {base_url}/chat/completions` with `stream: true`, answers turned into events.
 
 use std::collections::VecDeque;
@@ -21,6 +21,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION,
 use reqwest::{Response, Url};
 
 use crate::body::{ChatRequest, EscapedPrompts, StreamOptions};
+use crate::clients::{ClientSettings, Clients};
 use crate::completion::{error_body_message, parse_completion_body, Completion, CompletionDecoder};
 use crate::config::{parse_base_url, ApiKey, Auth, OpenAiCompatConfig};
 use crate::KIND_ID;
@@ -29,14 +30,12 @@ use crate::KIND_ID;
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// Limit of the health probe.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Idle connections kept per upstream host: the host may run ~1000 streams at once.
-const POOL_MAX_IDLE_PER_HOST: usize = 1024;
 
 /// A gateway instance speaking the OpenAI Chat Completions streaming protocol.
 pub struct OpenAiCompat {
     id: String,
     config: OpenAiCompatConfig,
-    client: reqwest::Client,
+    clients: Clients,
     chat_url: Url,
     models_url: Url,
     host: String,
@@ -99,19 +98,11 @@ impl OpenAiCompat {
             headers.insert(AUTHORIZATION, value);
         }
 
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("gateway-openai-compat/", env!("CARGO_PKG_VERSION")));
-        if is_loopback(&base) {
-            builder = builder.no_proxy();
-        }
-        let client = builder
-            .build()
-            .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+        let clients = Clients::new(ClientSettings {
+            connect_timeout: config.connect_timeout,
+            no_proxy: is_loopback(&base),
+        })
+        .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
 
         let not_configured = (config.auth == Auth::Bearer && config.api_key.is_none()).then(|| {
             GatewayError::NotConfigured {
@@ -122,7 +113,7 @@ impl OpenAiCompat {
         Ok(Self {
             id,
             config,
-            client,
+            clients,
             chat_url,
             models_url,
             host,
@@ -130,6 +121,13 @@ impl OpenAiCompat {
             not_configured,
             prompts: EscapedPrompts::default(),
         })
+    }
+
+    /// The calling thread's HTTP client.
+    fn client(&self) -> Result<&reqwest::Client, GatewayError> {
+        self.clients
+            .current()
+            .map_err(|e| GatewayError::Other(format!("cannot build the HTTP client: {e}")))
     }
 
     /// The resolved configuration (its key prints as `***`).
@@ -227,7 +225,7 @@ impl OpenAiCompat {
             "openai-compat request start"
         );
         let send = self
-            .client
+            .client()?
             .post(self.chat_url.clone())
             .headers(self.headers.clone())
             .header(ACCEPT, "text/event-stream")
@@ -327,8 +325,11 @@ impl Gateway for OpenAiCompat {
             return Health::down(error.to_string());
         }
         let started = Instant::now();
-        let probe = self
-            .client
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(e) => return Health::down(e.to_string()),
+        };
+        let probe = client
             .get(self.models_url.clone())
             .headers(self.headers.clone())
             .header(ACCEPT, "application/json")

@@ -49,6 +49,7 @@
 //! [`completion::CompletionDecoder`].
 
 mod body;
+mod clients;
 pub mod completion;
 pub mod config;
 mod gateway;

@@ -224,8 +224,10 @@ impl Report {
         };
         let detail = format!(
             "at most {} open (open-file limit {files}{lowered}) + {HEALTH_RESERVE} for \
-             /healthz; timeouts: header read {} ms, body read {} ms, idle keep-alive {} ms",
+             /healthz, served by {} threads; timeouts: header read {} ms, body read {} ms, \
+             idle keep-alive {} ms",
             cap.max,
+            server.serving_threads(),
             server.header_read_timeout_ms,
             server.body_read_timeout_ms,
             server.idle_timeout_ms

@@ -38,9 +38,7 @@ pub async fn serve(config: Option<PathBuf>, bind: Option<SocketAddr>) -> anyhow:
         signal.await;
         shutdown.begin();
     });
-    let sessions = state.sessions().clone();
     crate::http::server::serve(listener, state).await?;
-    sessions.settle().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

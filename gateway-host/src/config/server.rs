@@ -21,6 +21,9 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Most client connections open at once (lowered to what the open-file limit allows).
     pub max_connections: usize,
+    /// Threads serving client connections, each with a single-threaded runtime of its own
+    /// (a connection and its turns stay on one); 0, the default: one per CPU core.
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +33,7 @@ impl Default for ServerConfig {
             body_read_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
             max_connections: 1_024,
+            threads: 0,
         }
     }
 }
@@ -43,6 +47,14 @@ impl ServerConfig {
     /// The body-read timeout.
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    /// How many threads serve connections: `threads`, or one per CPU core.
+    pub fn serving_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// The idle keep-alive timeout.

@@ -428,3 +428,40 @@ async fn an_endless_answer_is_cut_at_the_cap_and_nothing_is_stored() {
         .unwrap()
         .contains("max_answer_chars"));
 }
+
+#[tokio::test]
+async fn one_serving_thread_streams_turns_on_many_connections_at_once() {
+    let host = TestHost::with_config(json!({"server": {"threads": 1}})).await;
+    let held: Vec<_> = (0..4).map(|_| host.upstream.hold(&["Held"])).collect();
+    let mut streams = Vec::new();
+    for _ in &held {
+        let mut stream = host
+            .post_stream("/v1/conversation", json!({"message": "hi"}))
+            .await;
+        stream.until("Held").await;
+        streams.push(stream);
+    }
+    for (release, _) in &held {
+        release.notify_one();
+    }
+    for mut stream in streams {
+        assert!(stream.rest().await.contains("event: text_done"));
+    }
+}
+
+#[tokio::test]
+async fn dropping_serve_closes_the_connections_of_its_threads() {
+    let host = TestHost::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = tokio::spawn(gateway_host::serve(listener, host.state.clone()));
+    let mut kept = RawConn::connect(&url).await;
+    kept.send(HEALTHZ).await.unwrap();
+    assert_eq!(kept.response().await.status, 200);
+
+    served.abort();
+    assert!(
+        kept.closed().await.is_empty(),
+        "closed without another byte"
+    );
+}

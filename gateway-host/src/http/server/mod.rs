@@ -14,12 +14,15 @@ pub(crate) mod service;
 pub(crate) mod table;
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 use conn::{Close, Timeouts, Watched};
@@ -38,7 +41,14 @@ const FLUSH: Duration = Duration::from_secs(2);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serve the host's API on `listener` until the host's shutdown (see
-/// [`AppState::shutdown`]) has drained: turns in flight finished or ended, answers written.
+/// [`AppState::shutdown`]) has drained: turns in flight finished or ended, answers written,
+/// the sessions' shared memory settled.
+///
+/// Connections are accepted here and served by `server.threads` threads (one per core by
+/// default), each running a single-threaded runtime of its own; a new connection goes to the
+/// thread serving the fewest. A connection, its turns and their upstream connections then stay
+/// on one thread, so a token read from the upstream is written to the client without waking
+/// another thread. Dropping the returned future stops the threads and closes their connections.
 pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
     let cap = connection_cap(&state, raise_open_file_limit());
     if cap.lowered {
@@ -47,6 +57,11 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
     }
     let table = Arc::new(Connections::new(cap));
     let server = Arc::new(Server::new(&state, cap));
+    let stop = CancellationToken::new();
+    let _stop_on_drop = stop.clone().drop_guard();
+    let shards = (0..state.config().server.serving_threads())
+        .map(|index| Shard::start(index, server.clone(), stop.clone()))
+        .collect::<io::Result<Vec<_>>>()?;
     let shutdown = state.shutdown().clone();
     loop {
         let accepted = tokio::select! {
@@ -58,9 +73,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
         };
         match accepted {
             Ok((tcp, _)) => match table.admit() {
-                Some(entry) => {
-                    tokio::spawn(server.clone().connection(tcp, entry));
-                }
+                Some(entry) => least_busy(&shards).hand(tcp, entry),
                 None => drop(tcp),
             },
             Err(e) => accept_failed(&table, e).await,
@@ -75,7 +88,97 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
     {
         tracing::warn!("connections still open after the grace period; exiting");
     }
+    // Memory writes of the last turns run on the serving threads: let them finish first.
+    state.sessions().settle().await;
+    stop.cancel();
+    let threads: Vec<_> = shards.into_iter().map(|shard| shard.thread).collect();
+    let _ =
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
     Ok(())
+}
+
+/// The serving thread with the fewest open connections.
+fn least_busy(shards: &[Shard]) -> &Shard {
+    shards
+        .iter()
+        .min_by_key(|shard| shard.open.load(Ordering::Relaxed))
+        .expect("at least one serving thread")
+}
+
+/// A new connection and its place in the connection table, on its way to a serving thread.
+type Handed = (std::net::TcpStream, Entry);
+
+/// One serving thread: where its connections are handed and how many it serves.
+struct Shard {
+    connections: mpsc::UnboundedSender<Handed>,
+    open: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Shard {
+    /// Start the thread `serve-{index}` with its single-threaded runtime; it serves the
+    /// connections handed to it until `stop`, when its runtime ends and closes them all.
+    fn start(index: usize, server: Arc<Server>, stop: CancellationToken) -> io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (connections, handed) = mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let counted = open.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("serve-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = Self::serve(handed, server, counted) => stop.cancelled().await,
+                    }
+                });
+            })?;
+        Ok(Self {
+            connections,
+            open,
+            thread,
+        })
+    }
+
+    /// Hand `tcp` to this thread (the thread registers it with its own runtime).
+    fn hand(&self, tcp: TcpStream, entry: Entry) {
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => return tracing::debug!(error = %e, "cannot hand over a connection"),
+        };
+        self.open.fetch_add(1, Ordering::Relaxed);
+        if self.connections.send((tcp, entry)).is_err() {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Serve every connection handed over until the sender is gone.
+    async fn serve(
+        mut handed: mpsc::UnboundedReceiver<Handed>,
+        server: Arc<Server>,
+        open: Arc<AtomicUsize>,
+    ) {
+        while let Some((tcp, entry)) = handed.recv().await {
+            let open = OpenGuard(open.clone());
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => {
+                    tokio::spawn(server.clone().connection(tcp, entry, open));
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot serve a handed connection"),
+            }
+        }
+    }
+}
+
+/// Counts a connection as open on its serving thread while it lives.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The connection cap for this host under `open_files` descriptors.
@@ -154,7 +257,7 @@ impl Server {
     }
 
     /// Serve one connection until its client closes it or [`conn::Conn::closed`] says so.
-    async fn connection(self: Arc<Self>, tcp: TcpStream, entry: Entry) {
+    async fn connection(self: Arc<Self>, tcp: TcpStream, entry: Entry, _open: OpenGuard) {
         // Each SSE chunk is a small write: without TCP_NODELAY, Nagle's algorithm holds the
         // second one until the client's delayed ACK (~40 ms on Linux), right at the first token.
         if let Err(e) = tcp.set_nodelay(true) {

@@ -1,6 +1,6 @@
 //! One HTTP client, so one upstream connection pool, per thread that sends turns.
 //!
-//! The host serves each client connection on one single-threaded runtime per core. A turn's
+//! The host serves each client connection on one of its one-thread runtimes (one per core). A turn's
 //! upstream connection then belongs to the same thread as its client connection, so a token
 //! read from the upstream is written to the client without waking another thread; a shared
 //! pool would hand a turn a connection whose reading task lives on another runtime.

@@ -21,7 +21,7 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Most client connections open at once (lowered to what the open-file limit allows).
     pub max_connections: usize,
-    /// Threads serving client connections, each with a single-threaded runtime of its own
+    /// Threads serving client connections, each the one worker of a tokio runtime of its own
     /// (a connection and its turns stay on one); 0, the default: one per CPU core.
     pub threads: usize,
 }

@@ -22,7 +22,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 use conn::{Close, Timeouts, Watched};
@@ -45,7 +44,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// the sessions' shared memory settled.
 ///
 /// Connections are accepted here and served by `server.threads` threads (one per core by
-/// default), each running a single-threaded runtime of its own; a new connection goes to the
+/// default), each the one worker of a tokio runtime of its own; a new connection goes to the
 /// thread serving the fewest. A connection, its turns and their upstream connections then stay
 /// on one thread, so a token read from the upstream is written to the client without waking
 /// another thread. Dropping the returned future stops the threads and closes their connections.
@@ -57,10 +56,8 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
     }
     let table = Arc::new(Connections::new(cap));
     let server = Arc::new(Server::new(&state, cap));
-    let stop = CancellationToken::new();
-    let _stop_on_drop = stop.clone().drop_guard();
     let shards = (0..state.config().server.serving_threads())
-        .map(|index| Shard::start(index, server.clone(), stop.clone()))
+        .map(|index| Shard::start(index, server.clone()))
         .collect::<io::Result<Vec<_>>>()?;
     let shutdown = state.shutdown().clone();
     loop {
@@ -90,10 +87,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
     }
     // Memory writes of the last turns run on the serving threads: let them finish first.
     state.sessions().settle().await;
-    stop.cancel();
-    let threads: Vec<_> = shards.into_iter().map(|shard| shard.thread).collect();
-    let _ =
-        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+    drop(shards);
     Ok(())
 }
 
@@ -112,33 +106,36 @@ type Handed = (std::net::TcpStream, Entry);
 struct Shard {
     connections: mpsc::UnboundedSender<Handed>,
     open: Arc<AtomicUsize>,
-    thread: std::thread::JoinHandle<()>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        // Not `drop(runtime)`: that blocks, and may run inside the host's own runtime.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Shard {
-    /// Start the thread `serve-{index}` with its single-threaded runtime; it serves the
-    /// connections handed to it until `stop`, when its runtime ends and closes them all.
-    fn start(index: usize, server: Arc<Server>, stop: CancellationToken) -> io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    /// Start the runtime whose one worker is the thread `serve-{index}` (a runtime with one
+    /// worker rather than a single-threaded one for its LIFO slot: under load a woken task runs
+    /// next, while its data is still in cache). It serves the connections handed to it until
+    /// the shard is dropped, which ends the runtime and closes them all.
+    fn start(index: usize, server: Arc<Server>) -> io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("serve-{index}"))
             .enable_all()
             .build()?;
         let (connections, handed) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicUsize::new(0));
-        let counted = open.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("serve-{index}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = Self::serve(handed, server, counted) => stop.cancelled().await,
-                    }
-                });
-            })?;
+        runtime.spawn(Self::serve(handed, server, open.clone()));
         Ok(Self {
             connections,
             open,
-            thread,
+            runtime: Some(runtime),
         })
     }
 

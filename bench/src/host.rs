@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::procs::{tail, ProcSample, ProxyProcess};
+use crate::procs::{self, tail, ProcSample, ProxyProcess};
 
 /// The profile id the bench creates and routes to.
 pub const PROFILE_ID: &str = "bench";
@@ -172,7 +172,7 @@ impl HostProcess {
         let stderr =
             std::fs::File::create(&stderr_log).context("creating the host's stderr log")?;
         let mut command = Command::new(&spec.bin);
-        command
+        procs::without_proxy_env(&mut command)
             .args(["serve", "--bind", bind])
             .current_dir(workdir.path())
             .env("RUST_LOG", "warn")
@@ -188,12 +188,6 @@ impl HostProcess {
             .env("OPENAI_COMPAT_BASE_URL", &spec.upstream_base_url)
             .env("OPENAI_COMPAT_API_KEY", "sk-bench-not-a-secret")
             .env("OPENAI_COMPAT_MODEL", "bench-model")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("ALL_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("all_proxy")
             .envs(spec.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

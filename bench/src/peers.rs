@@ -174,14 +174,8 @@ impl PeerProcess {
         let stderr_log = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_log).context("creating the peer's log")?;
         let log_copy = stderr.try_clone().context("sharing the peer's log")?;
-        command
+        procs::without_proxy_env(&mut command)
             .current_dir(dir.path())
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("ALL_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("all_proxy")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_copy))
             .stderr(Stdio::from(stderr));

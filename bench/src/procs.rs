@@ -16,6 +16,21 @@ pub trait ProxyProcess {
     fn stderr_tail(&self) -> String;
 }
 
+/// Clear the proxy variables from a proxy's environment: its upstream is the bench's mock on
+/// 127.0.0.1, reached directly.
+pub fn without_proxy_env(command: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ]
+    .into_iter()
+    .fold(command, |command, name| command.env_remove(name))
+}
+
 /// The last 20 lines of the file at `path` (empty if it cannot be read).
 pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

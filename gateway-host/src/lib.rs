@@ -98,14 +98,17 @@ fn init_logs(default: &str) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let parse = |directives: &str| directives.parse::<Targets>();
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) => parse(&directives).unwrap_or_else(|e| {
-            eprintln!("warning: RUST_LOG: {e} (expected target=level directives); using {default}");
-            parse(default).unwrap_or_default()
-        }),
-        Err(_) => parse(default).unwrap_or_default(),
-    };
+    let from_env = std::env::var("RUST_LOG").ok().and_then(|directives| {
+        directives
+            .parse::<Targets>()
+            .map_err(|e| {
+                eprintln!(
+                    "warning: RUST_LOG: {e} (expected target=level directives); using {default}"
+                )
+            })
+            .ok()
+    });
+    let filter = from_env.unwrap_or_else(|| default.parse().unwrap_or_default());
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     tracing_subscriber::registry()
         .with(logs)

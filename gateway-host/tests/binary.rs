@@ -11,6 +11,15 @@ use serde_json::json;
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-host");
 const KEY: &str = "sk-binary-test-DISTINCTIVE-31337";
 
+/// `gateway-host check` on the files in `dir`, with the built-in gateway's key and `env`.
+fn check(dir: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    host_command(BIN, dir, &["check"])
+        .env("OPENAI_COMPAT_API_KEY", KEY)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 /// The harness's mock upstream, answering the next turn with "Binary answer"; returns its
 /// base URL.
 async fn mock_upstream() -> String {
@@ -130,10 +139,7 @@ fn check_exit_code_follows_problems_and_redacts_secrets() {
     )
     .unwrap();
     let run = || {
-        let output = host_command(BIN, dir.path(), &["check"])
-            .env("OPENAI_COMPAT_API_KEY", KEY)
-            .output()
-            .unwrap();
+        let output = check(dir.path(), &[]);
         (output.status.success(), output_text(&output))
     };
     let (ok, text) = run();
@@ -192,10 +198,7 @@ auth = "none"
     };
     profile("slow", "groq", &["ollama"]);
     profile("fast", "openai-compat", &["ghost"]);
-    let output = host_command(BIN, dir.path(), &["check"])
-        .env("OPENAI_COMPAT_API_KEY", KEY)
-        .output()
-        .unwrap();
+    let output = check(dir.path(), &[]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{text}");
     let line = |subject: &str| {
@@ -242,11 +245,7 @@ auth = "none"
     .unwrap();
     std::fs::remove_file(dir.path().join("profiles/fast.json")).unwrap();
     profile("slow", "groq", &[]);
-    let output = host_command(BIN, dir.path(), &["check"])
-        .env("OPENAI_COMPAT_API_KEY", KEY)
-        .env("GROQ_API_KEY", "gsk-check-test")
-        .output()
-        .unwrap();
+    let output = check(dir.path(), &[("GROQ_API_KEY", "gsk-check-test")]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("0 problem(s), 1 warning(s)"), "{text}");
@@ -286,10 +285,7 @@ headers = {{ Authorization = "Bearer hdr-SECRET-43" }}
     let helper = json!({"id": "helper", "features": {"tools": true},
         "adapter_config": {"tool_servers": ["everything", "everything-two", "gone", "ghost"]}});
     write_profile(dir.path(), &helper);
-    let output = host_command(BIN, dir.path(), &["check"])
-        .env("OPENAI_COMPAT_API_KEY", KEY)
-        .output()
-        .unwrap();
+    let output = check(dir.path(), &[]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{text}");
     let lines = |subject: &str| -> Vec<String> {

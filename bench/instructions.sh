@@ -9,8 +9,9 @@
 #   paced tokens.
 #
 # It runs the benchmark twice (200 and 1,200 measured turns through the host, no warm-up,
-# no paced levels, no sessions phase) with the host under callgrind, and prints
-# (I(1200) - I(200)) / 1000: the start-up and the probe turn cancel out.
+# no paced levels, no sessions phase, no tool round, which would start a second host) with
+# the host under callgrind, and prints (I(1200) - I(200)) / 1000: the start-up and the probe
+# turn cancel out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
@@ -43,7 +44,7 @@ chmod +x "$work/wrap.sh"
 count() {
   local turns=$1 out="$work/cg.$1"
   CG_OUT=$out "$bin/gateway-bench" --host-bin "$work/wrap.sh" --turns "$turns" \
-    --no-warmup --startup-runs 0 --skip-sessions --paced-token-delay-ms 0 \
+    --no-warmup --startup-runs 0 --skip-sessions --tool-turns 0 --paced-token-delay-ms 0 \
     --turn-timeout-secs 300 --max-seconds 900 "${extra[@]}" >"$out.bench" 2>&1 || {
     cat "$out.bench" >&2
     exit 1

@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::cpus;
 use crate::procs::{self, tail, ProcSample, ProxyProcess};
 
 /// The profile id the bench creates and routes to.
@@ -193,8 +194,7 @@ impl HostProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .kill_on_drop(true);
-        let child = command
-            .spawn()
+        let child = cpus::spawn_proxy(&mut command)
             .with_context(|| format!("spawning {}", spec.bin.display()))?;
         Ok((child, stderr_log))
     }

@@ -25,6 +25,7 @@
 //! Everything is bounded by turn counts and `--max-seconds`.
 
 mod compare;
+mod cpus;
 mod host;
 mod levels;
 mod load;
@@ -166,6 +167,12 @@ struct Args {
     /// worker thread per core.
     #[arg(long, default_value = "auto")]
     nginx_workers: String,
+    /// CPUs for the proxies (`1`, `2,3`, `2-3`): the host, nginx and LiteLLM run on these,
+    /// the load generator and mock on the others. `--nginx-workers auto` then means one per
+    /// proxy CPU, as the host starts one serving thread per CPU it may use. Default: all
+    /// share every CPU.
+    #[arg(long)]
+    proxy_cpus: Option<String>,
     /// The `litellm` executable [default: <target>/litellm-venv/bin/litellm, which
     /// bench/litellm-venv.sh installs].
     #[arg(long, env = "BENCH_LITELLM")]
@@ -295,6 +302,14 @@ fn main() -> anyhow::Result<()> {
     // 1000 workers need ~1000 fds for the client plus ~1000 for the mock upstream, and the
     // spawned host inherits the limit for its own ~2000.
     let nofile = rlimit::increase_nofile_limit(65_536).unwrap_or(0);
+    if let Some(list) = &args.proxy_cpus {
+        let usable = cpus::usable()?;
+        let proxies = cpus::parse(list, &usable)?;
+        if args.nginx_workers == "auto" {
+            args.nginx_workers = proxies.len().to_string();
+        }
+        cpus::split(proxies, &usable)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -307,6 +322,9 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<()> {
     println!("{}", report::machine_info());
     println!("- command: `{}`", report::command_line());
     println!("- open-file limit: {nofile}");
+    if let Some(cpus) = cpus::proxy_cpus() {
+        println!("- proxies on CPUs {cpus:?}, the load generator and mock on the others");
+    }
 
     let prompt_path = args.prompt_path();
     let voice_prompt = std::fs::read_to_string(&prompt_path).with_context(|| {

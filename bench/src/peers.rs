@@ -16,6 +16,7 @@ use clap::ValueEnum;
 use rustix::process::{kill_process, Pid, Signal};
 use tokio::process::{Child, Command};
 
+use crate::cpus;
 use crate::load::{self, Protocol, Target};
 use crate::procs::{self, ProxyProcess};
 
@@ -179,8 +180,7 @@ impl PeerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_copy))
             .stderr(Stdio::from(stderr));
-        let child = command
-            .spawn()
+        let child = cpus::spawn_proxy(&mut command)
             .with_context(|| format!("spawning {}", bin.display()))?;
         let pid = child.id().context("the peer exited at once")?;
         let mut peer = Self {

@@ -374,18 +374,17 @@ pub fn level_json(level: &LevelReport) -> Value {
 
 /// Machine facts for the header: CPU count and model, kernel, memory, load average, date.
 pub fn machine_info() -> String {
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    // The machine's CPUs, not this process's share of them (`--proxy-cpus` narrows that).
+    let nproc = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "unknown CPU".to_owned(), |(_, v)| v.trim().to_owned());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
@@ -404,7 +403,7 @@ pub fn machine_info() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".to_owned());
     format!(
-        "- date: {}\n- machine: {nproc} CPUs (nproc), {cpu}, {mem} RAM, Linux {kernel}\n- load average at start (1/5/15 min): {load}",
+        "- date: {}\n- machine: {nproc} CPUs, {cpu}, {mem} RAM, Linux {kernel}\n- load average at start (1/5/15 min): {load}",
         date()
     )
 }

@@ -245,9 +245,7 @@ async fn prepare(
         admission,
     };
     let tools = host_tools(state, &profile, &turn).await;
-    Ok(launch(
-        state, profile, candidates, turn, tools, memory, parts,
-    ))
+    Ok(launch(state, profile, candidates, turn, tools, memory, parts).await)
 }
 
 /// The tools the host runs for this turn: its profile's (`features.tools` on, servers
@@ -463,8 +461,8 @@ struct StreamParts {
     admission: Admission,
 }
 
-/// Sends `turn` through failover and wraps the events in the turn's [`TurnStream`].
-fn launch(
+/// Sends `turn` through failover, wraps the events in the turn's [`TurnStream`] and sets it off.
+async fn launch(
     state: &AppState,
     profile: Arc<Profile>,
     candidates: Vec<Candidate>,
@@ -520,12 +518,13 @@ fn launch(
         _in_flight: state.metrics().stream_open(),
         _admission: parts.admission,
     };
-    let events = TurnStream {
+    let mut events = TurnStream {
         upstream: Some(upstream),
         aborted: CancelWatch::new(state.shutdown().abort_token()),
         storing: None,
         tail,
     };
+    events.set_off().await;
     StartedTurn {
         profile,
         gateway: gateway_id,
@@ -922,6 +921,23 @@ struct TurnStream {
     tail: Tail,
 }
 
+impl TurnStream {
+    /// Polls the turn once, so its upstream request is on its way, then yields, so the tasks
+    /// that write that request run before the caller writes the answer's first bytes: each
+    /// write to the client wakes it, and it may take the core before the request has left.
+    /// An event that is ready at once stays first in the queue.
+    async fn set_off(&mut self) {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(Some(event)) = Pin::new(&mut *self).poll_next(cx) {
+                self.tail.out.push_front(event);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        tokio::task::yield_now().await;
+    }
+}
+
 impl Stream for TurnStream {
     type Item = Event;
 
@@ -1016,6 +1032,9 @@ mod tests {
         }
         async fn stream(&self, turn: Turn) -> Result<EventStream, GatewayError> {
             let asked = turn.messages.last().map(|m| m.content.to_string());
+            if asked.as_deref() == Some("were you asked?") {
+                ASKED.store(true, Ordering::SeqCst);
+            }
             let items = match asked.as_deref() {
                 Some("more after the end") => vec![
                     Ok(Event::delta("a")),
@@ -1034,6 +1053,9 @@ mod tests {
         }
     }
 
+    /// Set when `Unruly` is asked "were you asked?".
+    static ASKED: AtomicBool = AtomicBool::new(false);
+
     static UNRULY: GatewayKind = GatewayKind {
         id: "unruly",
         description: "breaks the event protocol on purpose",
@@ -1041,6 +1063,10 @@ mod tests {
     };
 
     async fn answer(message: &str) -> Vec<Event> {
+        started(message).await.events.collect().await
+    }
+
+    async fn started(message: &str) -> StartedTurn {
         let config = HostConfig {
             prompts_dir: "".into(),
             profiles_dir: "".into(),
@@ -1061,10 +1087,9 @@ mod tests {
             message: message.into(),
             ..TurnRequest::default()
         };
-        let turn = start(&state, request, Instant::now())
+        start(&state, request, Instant::now())
             .await
-            .expect("the turn starts");
-        turn.events.collect().await
+            .expect("the turn starts")
     }
 
     fn kinds(events: &[Event]) -> Vec<&'static str> {
@@ -1101,5 +1126,16 @@ mod tests {
         assert!(
             matches!(&events[2], Event::Error { error } if error.contains("without a final event"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_started_turn_has_asked_its_gateway_before_its_events_are_read() {
+        let turn = started("were you asked?").await;
+        assert!(
+            ASKED.load(Ordering::SeqCst),
+            "the gateway was not asked yet"
+        );
+        let events: Vec<Event> = turn.events.collect().await;
+        assert_eq!(kinds(&events), ["handshake", "delta", "error"]);
     }
 }

@@ -104,8 +104,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_proxy_starts_on_its_cpus_and_the_bench_stays_where_it_was() {
-        let usable = usable().unwrap();
-        let last = *usable.last().unwrap();
+        let before = usable().unwrap();
+        let last = *before.last().unwrap();
         let mut command = tokio::process::Command::new("sleep");
         command.arg("30").kill_on_drop(true);
         let child = spawn_on(&mut command, &[last]).unwrap();
@@ -115,6 +115,6 @@ mod tests {
                 .map(|v| v.trim().to_owned())
         });
         assert_eq!(allowed, Some(last.to_string()));
-        assert_eq!(super::usable().unwrap(), usable);
+        assert_eq!(usable().unwrap(), before);
     }
 }

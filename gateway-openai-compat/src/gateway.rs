@@ -62,6 +62,11 @@ pub fn build(instance: &InstanceConfig) -> Result<Arc<dyn Gateway>, GatewayError
     Ok(Arc::new(OpenAiCompat::new(instance.id.clone(), config)?))
 }
 
+/// Why an HTTP client could not be built (at start-up, or later on a new thread).
+fn client_error(e: &reqwest::Error) -> String {
+    format!("cannot build the HTTP client: {e}")
+}
+
 impl OpenAiCompat {
     /// An instance with the given id and configuration. Fails on an invalid base URL, header
     /// or value; a missing key is reported by `is_configured` and every `stream` call instead.
@@ -102,7 +107,7 @@ impl OpenAiCompat {
             connect_timeout: config.connect_timeout,
             no_proxy: is_loopback(&base),
         })
-        .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(|e| invalid(client_error(&e)))?;
 
         let not_configured = (config.auth == Auth::Bearer && config.api_key.is_none()).then(|| {
             GatewayError::NotConfigured {
@@ -127,7 +132,7 @@ impl OpenAiCompat {
     fn client(&self) -> Result<&reqwest::Client, GatewayError> {
         self.clients
             .current()
-            .map_err(|e| GatewayError::Other(format!("cannot build the HTTP client: {e}")))
+            .map_err(|e| GatewayError::Other(client_error(&e)))
     }
 
     /// The resolved configuration (its key prints as `***`).

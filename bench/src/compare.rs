@@ -13,10 +13,21 @@ pub const HOST: &str = "gateway-host";
 pub const NGINX: &str = "nginx";
 
 /// What one side-by-side metric reads from a proxy's leg at a level.
-struct Metric {
-    title: &'static str,
+pub struct Metric {
+    /// Its table heading.
+    pub title: &'static str,
+    /// Its key in the `SUMMARY` line.
+    pub key: &'static str,
     value: fn(&LevelReport, &ProxyLeg, usize) -> f64,
-    signed: bool,
+    /// Whether it is a difference (shown with a sign, compared to nginx's by subtraction).
+    pub signed: bool,
+}
+
+impl Metric {
+    /// The metric of `proxy`'s leg at `level`; `tokens` is the content tokens per answer.
+    pub fn value(&self, level: &LevelReport, proxy: &ProxyLeg, tokens: usize) -> f64 {
+        (self.value)(level, proxy, tokens)
+    }
 }
 
 fn added(level: &LevelReport, proxy: &ProxyLeg, q: f64, net: bool) -> f64 {
@@ -36,40 +47,48 @@ fn switches_per_token(proxy: &ProxyLeg, tokens: usize) -> f64 {
     per_turn / tokens.max(1) as f64
 }
 
-const METRICS: [Metric; 6] = [
+/// The side-by-side metrics, in table order.
+pub const METRICS: [Metric; 6] = [
     Metric {
         title: "added TTFT p50 (ms)",
+        key: "added_ttft_p50_ms",
         value: |l, p, _| added(l, p, 0.5, false),
         signed: true,
     },
     Metric {
         title: "added TTFT p99 (ms)",
+        key: "added_ttft_p99_ms",
         value: |l, p, _| added(l, p, 0.99, false),
         signed: true,
     },
     Metric {
         title: "added net TTFT p50 (ms)",
+        key: "added_net_ttft_p50_ms",
         value: |l, p, _| added(l, p, 0.5, true),
         signed: true,
     },
     Metric {
         title: "added net TTFT p99 (ms)",
+        key: "added_net_ttft_p99_ms",
         value: |l, p, _| added(l, p, 0.99, true),
         signed: true,
     },
     Metric {
         title: "CPU ms per turn",
+        key: "cpu_ms_per_turn",
         value: |_, p, _| cpu_ms_per_turn(p),
         signed: false,
     },
     Metric {
         title: "context switches per token",
+        key: "context_switches_per_token",
         value: |_, p, tokens| switches_per_token(p, tokens),
         signed: false,
     },
 ];
 
-fn cell(v: f64, signed: bool) -> String {
+/// A metric's value as a table cell: `–` when unknown.
+pub fn cell(v: f64, signed: bool) -> String {
     match (v.is_finite(), signed) {
         (false, _) => "–".to_owned(),
         (true, true) => format!("{v:+.2}"),
@@ -77,7 +96,8 @@ fn cell(v: f64, signed: bool) -> String {
     }
 }
 
-fn ratio(a: f64, b: f64) -> String {
+/// `a ÷ b` as a table cell: `–` when unknown.
+pub fn ratio(a: f64, b: f64) -> String {
     if a.is_finite() && b.is_finite() && b > 0.0 {
         format!("{:.2}×", a / b)
     } else {
@@ -86,7 +106,7 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 /// The proxies' names in the order they first ran.
-fn proxy_names(levels: &[LevelReport]) -> Vec<&str> {
+pub fn proxy_names(levels: &[LevelReport]) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
     for proxy in levels.iter().flat_map(|l| &l.proxies) {
         if !names.contains(&proxy.name.as_str()) {
@@ -96,7 +116,8 @@ fn proxy_names(levels: &[LevelReport]) -> Vec<&str> {
     names
 }
 
-fn header(out: &mut String, title: &str, levels: &[LevelReport]) {
+/// A table's heading row, one column per level.
+pub fn header(out: &mut String, title: &str, levels: &[LevelReport]) {
     let _ = write!(out, "| {title} |");
     for level in levels {
         let _ = write!(out, " c = {} |", level.concurrency);
@@ -162,14 +183,6 @@ fn host_vs_nginx_table(out: &mut String, levels: &[LevelReport], tokens: usize) 
 
 /// The side-by-side numbers for the `SUMMARY` line: per proxy, per level, each metric.
 pub fn json(levels: &[LevelReport], tokens: usize) -> Value {
-    let keys = [
-        "added_ttft_p50_ms",
-        "added_ttft_p99_ms",
-        "added_net_ttft_p50_ms",
-        "added_net_ttft_p99_ms",
-        "cpu_ms_per_turn",
-        "context_switches_per_token",
-    ];
     let mut proxies = serde_json::Map::new();
     for name in proxy_names(levels) {
         let rows: Vec<Value> = levels
@@ -178,14 +191,9 @@ pub fn json(levels: &[LevelReport], tokens: usize) -> Value {
                 let proxy = level.proxy(name)?;
                 let mut row = serde_json::Map::new();
                 row.insert("concurrency".into(), json!(level.concurrency));
-                for (key, metric) in keys.iter().zip(&METRICS) {
-                    let v = (metric.value)(level, proxy, tokens);
-                    let v = if v.is_finite() {
-                        json!((v * 1000.0).round() / 1000.0)
-                    } else {
-                        Value::Null
-                    };
-                    row.insert((*key).into(), v);
+                for metric in &METRICS {
+                    let v = metric.value(level, proxy, tokens);
+                    row.insert(metric.key.into(), number(v));
                 }
                 Some(Value::Object(row))
             })
@@ -193,4 +201,13 @@ pub fn json(levels: &[LevelReport], tokens: usize) -> Value {
         proxies.insert(name.to_owned(), Value::Array(rows));
     }
     Value::Object(proxies)
+}
+
+/// A finite value rounded to three decimals for the `SUMMARY` line, else `null`.
+pub fn number(v: f64) -> Value {
+    if v.is_finite() {
+        json!((v * 1000.0).round() / 1000.0)
+    } else {
+        Value::Null
+    }
 }

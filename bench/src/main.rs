@@ -33,6 +33,7 @@ mod paced;
 mod peers;
 mod procs;
 mod report;
+mod runs;
 mod sessions;
 mod tools;
 mod upstream;
@@ -150,6 +151,11 @@ struct Args {
     /// Measured turns per paced leg [default: 20 × concurrency, at most 20000].
     #[arg(long)]
     paced_turns: Option<u64>,
+    /// Runs of the paced levels, one after the other on the same host and peers. With more
+    /// than one, the report ends with each metric's median and range across the runs and how
+    /// many runs met each live-pace target.
+    #[arg(long, default_value_t = 1)]
+    paced_runs: usize,
     /// Concurrency levels of the paced load, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,20,100,1000")]
     paced_concurrency: Vec<usize>,
@@ -231,9 +237,9 @@ struct Args {
     /// Host starts to time (spawn → /healthz 200).
     #[arg(long, default_value_t = 5)]
     startup_runs: usize,
-    /// Tiny run for the test suite: concurrency 1,10, 60 turns per leg (paced: 20 turns,
-    /// 1 ms between tokens, concurrency 1,10, nginx as the only peer), no sessions phase, one
-    /// start-up sample.
+    /// Tiny run for the test suite: concurrency 1,10, 60 turns per leg (paced: two runs of
+    /// 20 turns, 1 ms between tokens, concurrency 1,10, nginx as the only peer), no sessions
+    /// phase, one start-up sample.
     #[arg(long)]
     smoke: bool,
 }
@@ -246,6 +252,7 @@ impl Args {
             self.paced_turns = Some(self.paced_turns.unwrap_or(20));
             self.paced_token_delay_ms = self.paced_token_delay_ms.min(1);
             self.paced_concurrency = vec![1, 10];
+            self.paced_runs = 2;
             // LiteLLM takes seconds to start: the smoke run covers the nginx hop only.
             self.peers.retain(|&kind| kind == PeerKind::Nginx);
             self.skip_sessions = true;
@@ -298,6 +305,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.paced_concurrency.contains(&0) {
         bail!("--paced-concurrency needs positive numbers");
+    }
+    if args.paced_runs == 0 {
+        bail!("--paced-runs needs a positive number");
     }
     // 1000 workers need ~1000 fds for the client plus ~1000 for the mock upstream, and the
     // spawned host inherits the limit for its own ~2000.

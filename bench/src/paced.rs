@@ -15,6 +15,7 @@ use crate::load::Target;
 use crate::peers::{self, PeerKind, PeerOptions, PeerProcess};
 use crate::procs::ProxyProcess;
 use crate::report;
+use crate::runs::{self, Runs};
 use crate::upstream::{AnswerSpec, MockUpstream};
 use crate::{Args, HostEndpoint};
 
@@ -136,14 +137,14 @@ pub async fn phase(
             .iter_mut()
             .map(|peer| peer_proxy(args, peer, system_prompt)),
     );
-    let outcome = levels::run_levels(&workload, &direct_target, &mut proxies).await;
+    let outcome = run_repeatedly(args.paced_runs, &workload, &direct_target, &mut proxies).await;
     let gone: Vec<(String, String)> = proxies
         .iter()
         .filter_map(|p| Some((p.name.clone(), p.gone.clone()?)))
         .collect();
     drop(proxies);
-    let levels = match outcome {
-        Ok(levels) => levels,
+    let runs = match outcome {
+        Ok(runs) => runs,
         Err(e) => {
             eprintln!("host stderr (last lines):\n{}", host.stderr_tail());
             host.stop().await;
@@ -151,10 +152,8 @@ pub async fn phase(
             return Err(e);
         }
     };
-    let errors: u64 = levels
-        .iter()
-        .map(|l| levels::level_errors(l, &[HOST]))
-        .sum();
+    let all_levels = || runs.iter().flatten();
+    let errors: u64 = all_levels().map(|l| levels::level_errors(l, &[HOST])).sum();
     if errors > 0 {
         eprintln!("host stderr (last lines):\n{}", host.stderr_tail());
     }
@@ -165,23 +164,47 @@ pub async fn phase(
     );
     let skipped = std::mem::take(&mut peers.skipped);
     peers.stop().await;
-    print_summary(args, &levels, &skipped);
+    print_summary(args, &runs, &skipped);
+    let across = Runs {
+        runs: &runs,
+        tokens: args.tokens,
+    };
     Ok(PhaseOutcome {
-        turns: levels
-            .iter()
+        turns: all_levels()
             .map(|l| l.direct.completed + l.proxies.iter().map(|p| p.leg.completed).sum::<u64>())
             .sum(),
         errors,
         json: json!({
             "token_delay_ms": delay,
-            "levels": levels.iter().map(report::level_json).collect::<Vec<_>>(),
-            "side_by_side": compare::json(&levels, args.tokens),
+            "runs": runs.len(),
+            "levels": all_levels().map(report::level_json).collect::<Vec<_>>(),
+            "side_by_side": runs::side_by_side_json(&runs, args.tokens),
+            "across_runs": (runs.len() > 1).then(|| across.json()),
             "skipped": skipped.iter().map(|(kind, reason)| json!({
                 "name": kind.name(),
                 "reason": reason,
             })).collect::<Vec<_>>(),
         }),
     })
+}
+
+/// `runs` runs of every level of `workload`, one after the other, each headed when there are
+/// several.
+async fn run_repeatedly(
+    runs: usize,
+    workload: &Workload<'_>,
+    direct_target: &Target,
+    proxies: &mut [Proxy<'_>],
+) -> anyhow::Result<Vec<Vec<report::LevelReport>>> {
+    let mut all = Vec::with_capacity(runs);
+    for run in 1..=runs {
+        if runs > 1 {
+            println!("### Paced run {run} of {runs}\n");
+            eprintln!("paced run {run} of {runs}");
+        }
+        all.push(levels::run_levels(workload, direct_target, proxies).await?);
+    }
+    Ok(all)
 }
 
 fn kind_named(name: &str) -> Option<PeerKind> {
@@ -255,11 +278,40 @@ fn print_intro(args: &Args, answer_span: Duration, stagger: Duration, peers: &Pe
     }
 }
 
-fn print_summary(args: &Args, levels: &[report::LevelReport], skipped: &[(PeerKind, String)]) {
+fn print_summary(args: &Args, runs: &[Vec<report::LevelReport>], skipped: &[(PeerKind, String)]) {
+    for (number, levels) in (1..).zip(runs) {
+        let run = if runs.len() > 1 {
+            format!(", run {number} of {}", runs.len())
+        } else {
+            String::new()
+        };
+        print_run_summary(args, levels, &run, skipped);
+    }
+    if runs.len() > 1 {
+        println!("### Across the {} paced runs\n", runs.len());
+        println!(
+            "Each cell: the median over the runs (lowest … highest). The host against nginx \
+             compares the two within each run, then takes the median of those. A target is \
+             counted in the runs where it could be judged (nginx ran at that level).\n"
+        );
+        let across = Runs {
+            runs,
+            tokens: args.tokens,
+        };
+        println!("{}", across.tables());
+    }
+}
+
+fn print_run_summary(
+    args: &Args,
+    levels: &[report::LevelReport],
+    run: &str,
+    skipped: &[(PeerKind, String)],
+) {
     let delay = args.paced_token_delay_ms;
-    println!("### Summary, paced ({delay} ms between tokens)\n");
+    println!("### Summary, paced ({delay} ms between tokens{run})\n");
     println!("{}", report::summary_table(levels, HOST));
-    println!("### The proxies side by side, paced\n");
+    println!("### The proxies side by side, paced{run}\n");
     println!(
         "Added = through the proxy minus direct, of each percentile, at the same level. CPU per \
          turn: the proxy's processes' user + system time over the leg (warm-up turns included) \

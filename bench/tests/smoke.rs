@@ -1,8 +1,8 @@
 //! Runs the benchmark binary in `--smoke` mode against the real `gateway-host` and checks
 //! its machine-readable `SUMMARY` line: turns were served at every level, throughput and paced,
 //! and none failed; where nginx is installed (CI installs it) the paced levels also ran through
-//! the bare nginx hop without errors, and elsewhere nginx is reported as skipped with a reason.
-//! No timing is asserted.
+//! the bare nginx hop without errors, and elsewhere nginx is reported as skipped with a reason;
+//! the two paced runs are summarised across runs. No timing is asserted.
 //!
 //! The host binary is `GATEWAY_HOST_BIN` when set; otherwise `gateway-host` next to this
 //! test's `gateway-bench` binary, built first with `cargo build -p gateway-host` in the same
@@ -124,11 +124,37 @@ fn smoke_run_reports_turns_and_no_errors() {
         .expect("paced levels are reported");
     assert_eq!(
         paced.len(),
-        2,
-        "the paced levels repeat the concurrency levels"
+        4,
+        "two paced runs, each of the two concurrency levels"
     );
     for level in paced {
         assert!(level["proxy"]["turns"].as_u64().unwrap_or(0) > 0);
     }
     check_nginx(&summary["paced"], &stdout);
+    check_across_runs(&summary["paced"], &stdout);
+}
+
+/// Two paced runs are summarised level by level: the host's medians, and with nginx each
+/// target judged in both runs.
+fn check_across_runs(paced: &serde_json::Value, report: &str) {
+    assert_eq!(paced["runs"], 2, "{report}");
+    let host_rows = paced["side_by_side"]["gateway-host"]
+        .as_array()
+        .expect("the host's side-by-side rows");
+    let runs: Vec<&serde_json::Value> = host_rows.iter().map(|row| &row["run"]).collect();
+    assert_eq!(runs, [1, 1, 2, 2], "each row names its run:\n{report}");
+    let levels = paced["across_runs"]["levels"]
+        .as_array()
+        .expect("the levels across runs");
+    assert_eq!(levels.len(), 2, "{report}");
+    for level in levels {
+        let cpu = &level["proxies"]["gateway-host"]["cpu_ms_per_turn"];
+        let (low, median, high) = (&cpu["min"], &cpu["median"], &cpu["max"]);
+        let number = |v: &serde_json::Value| v.as_f64().expect("a number");
+        assert!(number(low) <= number(median) && number(median) <= number(high));
+        let judged = &level["targets"]["p50_within_0_3_ms_of_nginx"]["judged"];
+        assert_eq!(judged, if nginx_installed() { 2 } else { 0 }, "{report}");
+        assert_eq!(level["targets"]["p99_under_5_ms"]["judged"], 2, "{report}");
+    }
+    assert!(report.contains("### Across the 2 paced runs"), "{report}");
 }

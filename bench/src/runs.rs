@@ -12,6 +12,7 @@ use crate::report::LevelReport;
 /// The levels of each run, in run order; every run has the same levels in the same order
 /// (a run that fails ends the phase).
 pub struct Runs<'a> {
+    /// Each run's levels.
     pub runs: &'a [Vec<LevelReport>],
     /// Content tokens per answer.
     pub tokens: usize,
@@ -140,7 +141,9 @@ impl Runs<'_> {
                 let nginx = level
                     .proxy(NGINX)
                     .map(|p| metric.value(level, p, self.tokens));
-                host.is_finite().then_some(())?;
+                if !host.is_finite() {
+                    return None;
+                }
                 (target.holds)(host, nginx.filter(|v| v.is_finite()))
             })
             .collect();

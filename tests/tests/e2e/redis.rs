@@ -321,6 +321,67 @@ async fn a_turn_finishing_while_redis_is_dead_says_memory_was_not_updated_and_re
     );
 }
 
+/// A turn through the OpenAI endpoint under `X-Session-Key` whose answer is held after its
+/// first token while Redis is stopped; returns the response's body.
+async fn openai_turn_losing_redis(
+    host: &TestHost,
+    redis: &mut RedisServer,
+    stream: bool,
+    turn: usize,
+) -> super::openai_api::Raw {
+    let (release, _) = host.upstream.hold(&[&format!("answer-{turn}")]);
+    let body = json!({"model": "default", "stream": stream,
+                      "messages": [{"role": "user", "content": format!("question-{turn}")}]});
+    let response = super::openai_api::post(host, body.to_string(), Some("shared"));
+    let stop = async {
+        host.upstream.wait_for_requests(turn).await;
+        redis.stop();
+        release.notify_one();
+    };
+    let (raw, ()) = tokio::join!(response, stop);
+    raw
+}
+
+#[tokio::test]
+async fn the_openai_endpoint_says_when_memory_was_not_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = persistent_redis(dir.path());
+    let mut spec = redis_spec(&redis, "openai-lost:");
+    spec.config["memory"]["write_timeout_ms"] = json!(300);
+    let host = TestHost::with(spec).await;
+    let expect_why = |why: &Value| {
+        let why = why.as_str().expect("memory_error is set");
+        assert!(why.contains("session memory was not updated"), "{why}");
+    };
+
+    let whole = openai_turn_losing_redis(&host, &mut redis, false, 1).await;
+    assert_eq!(whole.status, 200, "{}", whole.body);
+    let completion: Value = serde_json::from_str(&whole.body).unwrap();
+    assert_eq!(completion["choices"][0]["message"]["content"], "answer-1");
+    expect_why(&completion["memory_error"]);
+
+    redis.restart();
+    let streamed = openai_turn_losing_redis(&host, &mut redis, true, 2).await;
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    let chunks = streamed.chunks();
+    let (finish, before) = chunks
+        .iter()
+        .position(|c| c["choices"][0]["finish_reason"].is_string())
+        .map(|i| (&chunks[i], &chunks[..i]))
+        .expect("a finish chunk");
+    expect_why(&finish["memory_error"]);
+    assert!(before.iter().all(|c| c.get("memory_error").is_none()));
+    assert_eq!(streamed.data().last().map(String::as_str), Some("[DONE]"));
+
+    // Once Redis is back, answers carry no memory_error.
+    redis.restart();
+    let after = json!({"model": "default", "messages": [{"role": "user", "content": "after"}]});
+    let fine = super::openai_api::post(&host, after.to_string(), Some("shared")).await;
+    assert_eq!(fine.status, 200, "{}", fine.body);
+    let fine: Value = serde_json::from_str(&fine.body).unwrap();
+    assert!(fine.get("memory_error").is_none(), "{fine}");
+}
+
 #[tokio::test]
 async fn a_paused_redis_is_reported_only_when_the_write_did_not_land() {
     let redis = RedisServer::start();

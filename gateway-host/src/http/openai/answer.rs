@@ -2,7 +2,9 @@
 //! stream, one `chat.completion` object otherwise. Tool calls take OpenAI's strict shape
 //! whatever the gateway kind: each streamed call is one `tool_calls` delta with its `index`,
 //! `id`, `type`, `function.name` and whole `function.arguments` string, provider keys kept on
-//! the call; the answer then finishes with `tool_calls`.
+//! the call; the answer then finishes with `tool_calls`. When the session's memory could not
+//! be updated with the turn, the finish chunk (or the completion) carries a top-level
+//! `memory_error` saying why, as the host's own `text_done` event does.
 
 use std::time::Duration;
 
@@ -75,6 +77,16 @@ impl Meta {
     /// One `chat.completion.chunk` as JSON text. `usage`: absent without `include_usage`,
     /// else `null` or the usage object.
     fn chunk(&self, choice: Option<ChunkChoice<'_>>, usage: Option<Option<Usage>>) -> String {
+        self.chunk_with(choice, usage, None)
+    }
+
+    /// [`chunk`](Self::chunk) with a `memory_error` when there is one.
+    fn chunk_with(
+        &self,
+        choice: Option<ChunkChoice<'_>>,
+        usage: Option<Option<Usage>>,
+        memory_error: Option<&str>,
+    ) -> String {
         let chunk = Chunk {
             id: &self.id,
             object: "chat.completion.chunk",
@@ -82,6 +94,7 @@ impl Meta {
             model: &self.model,
             choices: choice.into_iter().collect(),
             usage,
+            memory_error,
         };
         serde_json::to_string(&chunk).unwrap_or_default()
     }
@@ -107,6 +120,7 @@ impl Meta {
                 finish_reason: finish_reason(answer.finish_reason.as_deref(), has_calls),
             }],
             usage: answer.usage,
+            memory_error: answer.memory_error.as_deref(),
         };
         serde_json::to_string(&completion).unwrap_or_default()
     }
@@ -173,11 +187,15 @@ impl ChunkWriter {
             Event::TextDone {
                 usage,
                 finish_reason: upstream,
+                memory_error,
                 ..
             } => {
                 let finish = finish_reason(upstream.as_deref(), self.calls > 0);
                 let choice = ChunkChoice::delta(None, None, Some(finish));
-                let mut frames = vec![self.meta.chunk(Some(choice), self.usage_null())];
+                let finish_chunk =
+                    self.meta
+                        .chunk_with(Some(choice), self.usage_null(), memory_error.as_deref());
+                let mut frames = vec![finish_chunk];
                 if let (true, Some(usage)) = (self.include_usage, usage) {
                     frames.push(self.meta.chunk(None, Some(Some(usage))));
                 }
@@ -213,13 +231,15 @@ pub(super) fn stream(
     sse::response(items, encode, keep_alive)
 }
 
-/// A whole answer: its text, calls, usage and the upstream's finish reason.
+/// A whole answer: its text, calls, usage, the upstream's finish reason, and why memory was
+/// not updated with it, if it was not.
 #[derive(Default)]
 struct Answer {
     text: String,
     calls: Vec<ToolCall>,
     usage: Option<Usage>,
     finish_reason: Option<String>,
+    memory_error: Option<String>,
 }
 
 /// Non-streamed: wait for the end of the turn and answer one `chat.completion` object
@@ -233,11 +253,13 @@ pub(super) async fn complete(mut events: TurnEvents, meta: Meta) -> Result<Respo
                 response,
                 usage,
                 finish_reason,
+                memory_error,
                 ..
             } => {
                 answer.text = response;
                 answer.usage = usage;
                 answer.finish_reason = finish_reason;
+                answer.memory_error = memory_error;
                 let body = meta.completion(&answer);
                 return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
@@ -257,6 +279,8 @@ struct Completion<'a> {
     choices: [CompletionChoice<'a>; 1],
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_error: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -285,6 +309,8 @@ struct Chunk<'a> {
     choices: Vec<ChunkChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Option<Usage>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_error: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -417,6 +443,35 @@ mod tests {
         let finish: Value = serde_json::from_str(&frames[0]).unwrap();
         assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(frames.last().unwrap(), "[DONE]");
+    }
+
+    #[test]
+    fn a_memory_error_rides_on_the_finish_chunk_and_the_completion_only() {
+        let why = "session memory was not updated: redis down";
+        let mut done = Event::text_done("hi");
+        if let Event::TextDone { memory_error, .. } = &mut done {
+            *memory_error = Some(why.into());
+        }
+        let mut writer = writer(true);
+        let frames = writer.frames(done);
+        let finish: Value = serde_json::from_str(&frames[0]).unwrap();
+        assert_eq!(finish["memory_error"], why);
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        let delta: Value = serde_json::from_str(&writer.frames(Event::delta("a"))[0]).unwrap();
+        assert!(delta.get("memory_error").is_none(), "{delta}");
+        let clean: Value = serde_json::from_str(&writer.frames(Event::text_done(""))[0]).unwrap();
+        assert!(clean.get("memory_error").is_none(), "{clean}");
+
+        let meta = Meta::new("p".into());
+        let answer = Answer {
+            text: "hi".into(),
+            memory_error: Some(why.into()),
+            ..Answer::default()
+        };
+        let body: Value = serde_json::from_str(&meta.completion(&answer)).unwrap();
+        assert_eq!(body["memory_error"], why);
+        let body: Value = serde_json::from_str(&meta.completion(&Answer::default())).unwrap();
+        assert!(body.get("memory_error").is_none(), "{body}");
     }
 
     #[test]

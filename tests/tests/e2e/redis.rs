@@ -332,7 +332,7 @@ async fn openai_turn_losing_redis(
     let (release, _) = host.upstream.hold(&[&format!("answer-{turn}")]);
     let body = json!({"model": "default", "stream": stream,
                       "messages": [{"role": "user", "content": format!("question-{turn}")}]});
-    let response = super::openai_api::post(host, body.to_string(), Some("shared"));
+    let response = super::openai_api::post(host, body.to_string(), Some("caller"));
     let stop = async {
         host.upstream.wait_for_requests(turn).await;
         redis.stop();
@@ -376,7 +376,7 @@ async fn the_openai_endpoint_says_when_memory_was_not_updated() {
     // Once Redis is back, answers carry no memory_error.
     redis.restart();
     let after = json!({"model": "default", "messages": [{"role": "user", "content": "after"}]});
-    let fine = super::openai_api::post(&host, after.to_string(), Some("shared")).await;
+    let fine = super::openai_api::post(&host, after.to_string(), Some("caller")).await;
     assert_eq!(fine.status, 200, "{}", fine.body);
     let fine: Value = serde_json::from_str(&fine.body).unwrap();
     assert!(fine.get("memory_error").is_none(), "{fine}");

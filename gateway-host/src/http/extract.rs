@@ -6,7 +6,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, Path, Request};
 use axum::http::{header, HeaderMap, StatusCode};
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::error::ApiError;
 use super::server::service::BodyTimeout;
@@ -103,8 +103,18 @@ fn check_json_type(headers: &HeaderMap, required: bool) -> Result<bool, ApiError
     Err(ApiError::UnsupportedMediaType(format!("'{shown}'")))
 }
 
-/// Not JSON is `invalid_json`; JSON of the wrong shape is [`ApiError::WrongShape`].
+/// Not JSON is `invalid_json`; JSON of the wrong shape is [`ApiError::WrongShape`]. A body
+/// that is not an object at all is refused as such before serde sees it: serde would read an
+/// array's items as the fields in order (`["hi"]` as `{"message": "hi"}`).
 fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Some(kind) = not_an_object(bytes) {
+        return Err(match serde_json::from_slice::<IgnoredAny>(bytes) {
+            Ok(_) => ApiError::WrongShape(format!(
+                "the body must be a JSON object ({{...}}), not {kind}"
+            )),
+            Err(e) => ApiError::InvalidJson(e.to_string()),
+        });
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         if e.classify() == serde_json::error::Category::Data {
             ApiError::WrongShape(e.to_string())
@@ -112,6 +122,19 @@ fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::InvalidJson(e.to_string())
         }
     })
+}
+
+/// What a JSON document is, by its first byte, when it is not an object.
+fn not_an_object(json: &[u8]) -> Option<&'static str> {
+    let first = json.iter().find(|b| !b.is_ascii_whitespace())?;
+    match first {
+        b'{' => None,
+        b'[' => Some("an array"),
+        b'"' => Some("a string"),
+        b't' | b'f' => Some("a boolean"),
+        b'n' => Some("null"),
+        _ => Some("a number"),
+    }
 }
 
 /// A path segment, or a 400 when it cannot be decoded.
@@ -125,4 +148,54 @@ pub fn path_param(segment: Result<Path<String>, PathRejection>) -> Result<String
 pub fn session_key(key: String, param: &str) -> Result<String, ApiError> {
     turn::check_session_key(&key).map_err(|e| ApiError::from(e).at(param))?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Turn {
+        #[allow(dead_code)]
+        message: String,
+    }
+
+    fn shape_error(body: &str) -> String {
+        match decode_json::<Turn>(body.as_bytes()) {
+            Err(ApiError::WrongShape(message)) => message,
+            other => panic!("{body}: expected a wrong-shape error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_named_as_such() {
+        for (body, kind) in [
+            ("[1, 2]", "an array"),
+            (" [\"hi\"]", "an array"),
+            ("\"hi\"", "a string"),
+            ("42", "a number"),
+            ("-1.5", "a number"),
+            ("true", "a boolean"),
+            ("null", "null"),
+        ] {
+            assert_eq!(
+                shape_error(body),
+                format!("the body must be a JSON object ({{...}}), not {kind}")
+            );
+        }
+    }
+
+    #[test]
+    fn an_object_of_the_wrong_shape_keeps_serdes_message_and_broken_json_is_invalid() {
+        assert!(shape_error(r#"{"message": 42}"#).contains("invalid type: integer `42`"));
+        for broken in ["[1,", "tru", "", "\"open"] {
+            assert!(
+                matches!(
+                    decode_json::<Turn>(broken.as_bytes()),
+                    Err(ApiError::InvalidJson(_))
+                ),
+                "{broken}"
+            );
+        }
+    }
 }

@@ -50,6 +50,12 @@ async fn request_errors_are_json() {
         assert_eq!(err["error"]["code"], code, "{body} → {err}");
         assert!(err["error"]["message"].is_string());
     }
+    let (status, err) = post_raw(&host, "[\"hi\"]").await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(
+        err["error"]["message"],
+        "invalid request: the body must be a JSON object ({...}), not an array"
+    );
     let (status, err) = post_raw(&host, "{\"message\": ").await;
     assert_eq!(status, 400);
     assert_eq!(err["error"]["code"], "invalid_json");

@@ -422,6 +422,13 @@ async fn request_errors_have_openai_shape_and_status() {
             Value::Null,
         ),
         (
+            // A body that is not an object.
+            json!(["default", user(json!("hi"))]),
+            400,
+            "invalid_type",
+            Value::Null,
+        ),
+        (
             json!({"model": "default", "messages": user(json!("hi")), "n": 2}),
             400,
             "invalid_value",

@@ -48,7 +48,7 @@ fn switches_per_token(proxy: &ProxyLeg, tokens: usize) -> f64 {
 }
 
 /// The side-by-side metrics, in table order.
-pub const METRICS: [Metric; 6] = [
+pub const METRICS: [Metric; 7] = [
     Metric {
         title: "added TTFT p50 (ms)",
         key: "added_ttft_p50_ms",
@@ -83,6 +83,12 @@ pub const METRICS: [Metric; 6] = [
         title: "context switches per token",
         key: "context_switches_per_token",
         value: |_, p, tokens| switches_per_token(p, tokens),
+        signed: false,
+    },
+    Metric {
+        title: "user-space CPU ms per turn",
+        key: "user_cpu_ms_per_turn",
+        value: |_, p, _| p.stats.map_or(f64::NAN, |s| s.user_cpu_per_turn_ms()),
         signed: false,
     },
 ];

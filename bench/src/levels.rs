@@ -170,16 +170,47 @@ async fn run_proxy_leg(proxy: &mut Proxy<'_>, config: &LegConfig) -> anyhow::Res
     })
 }
 
+/// The share of the CPU time between two samples that was spent in user space.
+fn user_share(before: &ProcSample, after: &ProcSample) -> f64 {
+    let user = after.user_ticks.saturating_sub(before.user_ticks);
+    let system = after.system_ticks.saturating_sub(before.system_ticks);
+    match user + system {
+        0 => f64::NAN,
+        total => user as f64 / total as f64,
+    }
+}
+
 /// The counters of a leg from the samples around it; `turns` served, warm-up included.
 fn leg_stats(before: ProcSample, after: ProcSample, turns: u64) -> ProcLegStats {
     ProcLegStats {
         peak_rss_mib: mib(after.hwm_kib.max(after.rss_kib)),
         rss_after_mib: mib(after.rss_kib),
         cpu_secs: (after.cpu_secs - before.cpu_secs).max(0.0),
+        user_share: user_share(&before, &after),
         switches: after.switches().saturating_sub(before.switches()),
         voluntary_switches: after
             .voluntary_switches
             .saturating_sub(before.voluntary_switches),
         turns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(user_ticks: u64, system_ticks: u64) -> ProcSample {
+        ProcSample {
+            user_ticks,
+            system_ticks,
+            ..ProcSample::default()
+        }
+    }
+
+    #[test]
+    fn the_user_share_is_of_the_ticks_between_the_samples() {
+        let share = user_share(&sample(100, 50), &sample(130, 60));
+        assert!((share - 0.75).abs() < 1e-9, "30 of 40 ticks: {share}");
+        assert!(user_share(&sample(7, 7), &sample(7, 7)).is_nan(), "no tick");
     }
 }

@@ -50,6 +50,11 @@ pub struct ProcSample {
     /// CPU time of the live threads, seconds (from `schedstat`; user plus system clock ticks
     /// where the kernel has no `schedstat`).
     pub cpu_secs: f64,
+    /// Clock ticks of CPU time in user space (`utime`), all threads: coarse (10 ms), but
+    /// over a leg it shows what share of `cpu_secs` is the proxy's own code.
+    pub user_ticks: u64,
+    /// Clock ticks of CPU time in the kernel on the process's behalf (`stime`), all threads.
+    pub system_ticks: u64,
     /// Times a thread gave up the CPU to wait (for a socket, a lock, a timer): one per
     /// wake-up it later needed.
     pub voluntary_switches: u64,
@@ -65,11 +70,14 @@ impl ProcSample {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .with_context(|| format!("reading /proc/{pid}/stat"))?;
         let threads = thread_counters(pid);
-        let ticks_secs = cpu_ticks(&stat)? as f64 / clock_ticks_per_sec();
+        let (user_ticks, system_ticks) = cpu_ticks(&stat)?;
+        let ticks_secs = (user_ticks + system_ticks) as f64 / clock_ticks_per_sec();
         Ok(Self {
             rss_kib: status_field(&status, "VmRSS:"),
             hwm_kib: status_field(&status, "VmHWM:"),
             cpu_secs: threads.cpu_ns.map_or(ticks_secs, |ns| ns as f64 / 1e9),
+            user_ticks,
+            system_ticks,
             voluntary_switches: threads.voluntary,
             involuntary_switches: threads.involuntary,
         })
@@ -96,6 +104,8 @@ impl ProcSample {
         self.rss_kib += other.rss_kib;
         self.hwm_kib += other.hwm_kib;
         self.cpu_secs += other.cpu_secs;
+        self.user_ticks += other.user_ticks;
+        self.system_ticks += other.system_ticks;
         self.voluntary_switches += other.voluntary_switches;
         self.involuntary_switches += other.involuntary_switches;
     }
@@ -126,10 +136,11 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
         .map(|(_, rest)| rest.split_whitespace().collect())
 }
 
-fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+/// User and system clock ticks (`utime`, `stime`) of a `/proc/<pid>/stat` line.
+fn cpu_ticks(stat: &str) -> anyhow::Result<(u64, u64)> {
     let fields = stat_fields(stat).context("parsing /proc/<pid>/stat")?;
     let ticks = |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
-    Ok(ticks(11) + ticks(12))
+    Ok((ticks(11), ticks(12)))
 }
 
 /// Counters summed over the live threads of a process.
@@ -249,6 +260,6 @@ mod tests {
         let stat = "42 (a b) S 7 42 42 0 -1 0 0 0 0 0 5 3 0 0";
         let fields = stat_fields(stat).unwrap();
         assert_eq!(fields[1], "7");
-        assert_eq!(cpu_ticks(stat).unwrap(), 8);
+        assert_eq!(cpu_ticks(stat).unwrap(), (5, 3), "utime and stime");
     }
 }

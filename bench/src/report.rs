@@ -19,6 +19,9 @@ pub struct ProcLegStats {
     pub rss_after_mib: f64,
     /// CPU seconds the proxy used during the leg, warm-up turns included.
     pub cpu_secs: f64,
+    /// The share of `cpu_secs` spent in user space (the proxy's own code, not the kernel's),
+    /// from clock ticks; NaN when the leg lasted no tick.
+    pub user_share: f64,
     /// Context switches of the proxy's threads during the leg (each voluntary one is a
     /// thread that went to sleep and needed a wake-up).
     pub switches: u64,
@@ -32,6 +35,11 @@ impl ProcLegStats {
     /// CPU seconds per 1,000 turns (milliseconds per turn).
     pub fn cpu_per_1000(&self) -> f64 {
         self.per_turn(self.cpu_secs * 1000.0)
+    }
+
+    /// User-space CPU milliseconds per turn: [`Self::cpu_per_1000`] times the user share.
+    pub fn user_cpu_per_turn_ms(&self) -> f64 {
+        self.cpu_per_1000() * self.user_share
     }
 
     /// Context switches per turn.
@@ -350,6 +358,7 @@ fn stats_json(stats: &ProcLegStats) -> Value {
         "rss_after_mib": finite(stats.rss_after_mib),
         "cpu_secs": finite(stats.cpu_secs),
         "cpu_secs_per_1000_turns": finite(stats.cpu_per_1000()),
+        "cpu_user_share": finite(stats.user_share),
         "context_switches_per_turn": finite(stats.switches_per_turn()),
         "voluntary_context_switches_per_turn": finite(stats.voluntary_per_turn()),
     })

@@ -316,7 +316,9 @@ fn print_run_summary(
         "Added = through the proxy minus direct, of each percentile, at the same level. CPU per \
          turn: the proxy's processes' user + system time over the leg (warm-up turns included) \
          divided by its turns. Context switches per token: all context switches of the proxy's \
-         threads over the leg, per turn, divided by the {} tokens of an answer.\n",
+         threads over the leg, per turn, divided by the {} tokens of an answer. User-space CPU \
+         per turn: CPU per turn times the share of the leg's clock ticks spent in user space \
+         (the proxy's own code; the rest is the kernel's), coarse for a short leg.\n",
         args.tokens
     );
     for (kind, reason) in skipped {

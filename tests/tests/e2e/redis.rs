@@ -250,6 +250,15 @@ fn persistent_redis(dir: &std::path::Path) -> RedisServer {
     })
 }
 
+/// A Redis that keeps its data in `dir` (so it can be stopped and started again) and a host
+/// on it that gives up writing a session after 300 ms.
+async fn host_with_short_writes(dir: &std::path::Path, prefix: &str) -> (RedisServer, TestHost) {
+    let redis = persistent_redis(dir);
+    let mut spec = redis_spec(&redis, prefix);
+    spec.config["memory"]["write_timeout_ms"] = json!(300);
+    (redis, TestHost::with(spec).await)
+}
+
 async fn metric(host: &TestHost, line: &str) -> bool {
     let (_, body) = host.get("/metrics").await;
     body.as_str().unwrap_or_default().contains(line)
@@ -258,10 +267,7 @@ async fn metric(host: &TestHost, line: &str) -> bool {
 #[tokio::test]
 async fn a_turn_finishing_while_redis_is_dead_says_memory_was_not_updated_and_redis_comes_back() {
     let dir = tempfile::tempdir().unwrap();
-    let mut redis = persistent_redis(dir.path());
-    let mut spec = redis_spec(&redis, "lost:");
-    spec.config["memory"]["write_timeout_ms"] = json!(300);
-    let host = TestHost::with(spec).await;
+    let (mut redis, host) = host_with_short_writes(dir.path(), "lost:").await;
     let before = host
         .sse(json!({"message": "kept", "session_key": "shared"}))
         .await;
@@ -345,10 +351,7 @@ async fn openai_turn_losing_redis(
 #[tokio::test]
 async fn the_openai_endpoint_says_when_memory_was_not_updated() {
     let dir = tempfile::tempdir().unwrap();
-    let mut redis = persistent_redis(dir.path());
-    let mut spec = redis_spec(&redis, "openai-lost:");
-    spec.config["memory"]["write_timeout_ms"] = json!(300);
-    let host = TestHost::with(spec).await;
+    let (mut redis, host) = host_with_short_writes(dir.path(), "openai-lost:").await;
     let expect_why = |why: &Value| {
         let why = why.as_str().expect("memory_error is set");
         assert!(why.contains("session memory was not updated"), "{why}");

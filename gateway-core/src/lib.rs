@@ -27,6 +27,7 @@ pub mod message;
 #[cfg(feature = "redis")]
 pub mod redis_store;
 pub mod registry;
+pub mod secret;
 pub mod session;
 pub mod stream;
 #[cfg(feature = "test-util")]
@@ -42,6 +43,7 @@ pub use message::{ChatMessage, Role};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisStore, RedisStoreConfig};
 pub use registry::{Env, GatewayKind, InstanceConfig, Registry, Timeouts};
+pub use secret::Secrets;
 pub use session::{MemoryStore, MemoryStoreConfig, SessionStore, DEFAULT_HISTORY};
 pub use tool::{ToolCall, TOOL_CALLS_FINISH};
 pub use turn::Turn;

@@ -239,6 +239,11 @@ fn check_reports_auth_exposure_and_redis_without_secrets() {
     // A missing tokens file fails closed and fails check.
     let (ok, text) = run(&[("GATEWAY_AUTH__TOKENS_FILE", "/nonexistent/tokens")]);
     assert!(!ok && text.contains("/nonexistent/tokens"), "{text}");
+    // So does one that holds no token: naming a file must not leave the host open.
+    let empty_file = dir.path().join("empty-tokens.txt");
+    std::fs::write(&empty_file, "# rotated out\n\n").unwrap();
+    let (ok, text) = run(&[("GATEWAY_AUTH__TOKENS_FILE", empty_file.to_str().unwrap())]);
+    assert!(!ok && text.contains("holds no token"), "{text}");
     // Redis down: a problem naming the host; the password is redacted.
     let (ok, text) = run(&[
         ("GATEWAY_MEMORY__BACKEND", "redis"),

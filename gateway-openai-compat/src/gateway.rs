@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::{FutureExt, Stream};
 use gateway_core::{
     CancelWatch, CancellationToken, Event, EventStream, Gateway, GatewayError, Health,
-    InstanceConfig, Turn, Usage,
+    InstanceConfig, Secrets, Turn, Usage,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Response, Url};
@@ -41,6 +41,8 @@ pub struct OpenAiCompat {
     host: String,
     headers: HeaderMap,
     not_configured: Option<GatewayError>,
+    /// The key and every configured header value: masked in every error.
+    secrets: Arc<Secrets>,
     /// Long system prompts, JSON-escaped once.
     prompts: EscapedPrompts,
 }
@@ -103,6 +105,13 @@ impl OpenAiCompat {
             headers.insert(AUTHORIZATION, value);
         }
 
+        let secrets = Arc::new(Secrets::new(
+            config
+                .api_key
+                .iter()
+                .map(ApiKey::expose)
+                .chain(config.headers.values().map(String::as_str)),
+        ));
         let clients = Clients::new(ClientSettings {
             connect_timeout: config.connect_timeout,
             no_proxy: is_loopback(&base),
@@ -124,6 +133,7 @@ impl OpenAiCompat {
             host,
             headers,
             not_configured,
+            secrets,
             prompts: EscapedPrompts::default(),
         })
     }
@@ -145,9 +155,9 @@ impl OpenAiCompat {
         self.chat_url.as_str()
     }
 
-    /// Remove the key from a message the upstream may have echoed it in.
+    /// Remove the key and header values from a message the upstream may have echoed them in.
     fn redact(&self, error: GatewayError) -> GatewayError {
-        redact(error, self.config.api_key.as_ref())
+        redact(error, &self.secrets)
     }
 
     /// Map a failure to send the request (before any response header) to its cause.
@@ -274,7 +284,7 @@ impl OpenAiCompat {
             answering: false,
             last_read: started,
             ended: false,
-            key: self.config.api_key.clone(),
+            secrets: self.secrets.clone(),
         };
         if content_type.is_empty() || content_type.starts_with("text/event-stream") {
             reader.response = Some(response);
@@ -396,7 +406,7 @@ struct Reader {
     /// When the last chunk arrived.
     last_read: Instant,
     ended: bool,
-    key: Option<ApiKey>,
+    secrets: Arc<Secrets>,
 }
 
 impl Stream for Reader {
@@ -564,7 +574,7 @@ impl Reader {
     /// Queue the final error and drop the connection.
     fn fail(&mut self, error: GatewayError) {
         self.response = None;
-        let error = redact(error, self.key.as_ref());
+        let error = redact(error, &self.secrets);
         log_failure(&self.gateway, &error, self.started.elapsed());
         self.pending.push_back(Err(error));
         self.ended = true;
@@ -619,18 +629,12 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))
 }
 
-/// Replace every occurrence of the key in the error's text with `***`.
-fn redact(error: GatewayError, key: Option<&ApiKey>) -> GatewayError {
-    let Some(key) = key.map(ApiKey::expose).filter(|k| !k.is_empty()) else {
+/// Replace every secret (the key, header values) in the error's text with `***`.
+fn redact(error: GatewayError, secrets: &Secrets) -> GatewayError {
+    if secrets.is_empty() {
         return error;
-    };
-    let clean = |s: String| {
-        if s.contains(key) {
-            s.replace(key, "***")
-        } else {
-            s
-        }
-    };
+    }
+    let clean = |s: String| secrets.scrub_owned(s);
     match error {
         GatewayError::Http {
             status,
@@ -745,15 +749,18 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        let key = ApiKey::new("sk-123");
+        let secrets = Secrets::new(["sk-123", "HdrSecret777"]);
         let error = redact(
             GatewayError::Http {
                 status: 401,
-                message: "bad key sk-123".into(),
+                message: "bad key sk-123, header HdrSecret777".into(),
                 retry_after: None,
             },
-            Some(&key),
+            &secrets,
         );
-        assert_eq!(error.to_string(), "upstream HTTP 401: bad key ***");
+        assert_eq!(
+            error.to_string(),
+            "upstream HTTP 401: bad key ***, header ***"
+        );
     }
 }

@@ -355,6 +355,10 @@ impl<'de> Deserialize<'de> for Tokens {
                         serde_json::Value::Number(n) => n.to_string(),
                         _ => return Err(serde::de::Error::custom("a token must be a string")),
                     };
+                    if text.trim().is_empty() {
+                        // An empty entry would otherwise vanish and leave authentication off.
+                        return Err(serde::de::Error::custom("a token must not be empty"));
+                    }
                     out.extend(self.visit_str::<A::Error>(&text)?);
                 }
                 Ok(out)
@@ -493,14 +497,24 @@ pub fn is_secret_key(key: &str) -> bool {
             .any(|s| key.contains(s))
 }
 
-/// Replace, recursively, the values of secret-looking keys by `"***"`, and the password of
-/// every URL string by `***`.
+/// Tables whose every value may be a credential (`X-Custom-Auth`, a child's `API_TOKEN`):
+/// all of their values are hidden, whatever the names.
+const SECRET_TABLES: [&str; 2] = ["headers", "env"];
+
+/// Replace, recursively, the values of secret-looking keys and of `headers` and `env` tables
+/// by `"***"`, and the password of every URL string by `***`.
 pub fn redact(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 if is_secret_key(k) {
                     *v = serde_json::Value::String("***".into());
+                } else if let (true, serde_json::Value::Object(table)) =
+                    (SECRET_TABLES.contains(&k.as_str()), &mut *v)
+                {
+                    table
+                        .values_mut()
+                        .for_each(|v| *v = serde_json::Value::String("***".into()));
                 } else {
                     redact(v);
                 }
@@ -721,7 +735,7 @@ mod tests {
         settings.insert("model".into(), "m".into());
         settings.insert(
             "headers".into(),
-            serde_json::json!({"Authorization": "Bearer x"}),
+            serde_json::json!({"Authorization": "Bearer x", "X-Custom-Auth": "HdrSecret777"}),
         );
         c.gateways.insert(
             "x".into(),
@@ -743,6 +757,10 @@ mod tests {
             .insert("max_tokens".into(), 77.into());
         let text = c.redacted().to_string();
         assert!(!text.contains("sk-secret") && !text.contains("Bearer"));
+        assert!(
+            !text.contains("HdrSecret777") && text.contains(r#""X-Custom-Auth":"***""#),
+            "a header's value is hidden whatever its name: {text}"
+        );
         assert!(!text.contains("tok-1"), "{text}");
         assert!(text.contains("\"max_tokens\":77") && text.contains("\"first_token_ms\":30000"));
         assert!(text.contains("\"model\":\"m\""));

@@ -25,6 +25,10 @@ pub enum AuthError {
         /// The I/O error.
         reason: String,
     },
+    /// `auth.tokens_file` holds only blank lines and comments: naming a file asks for
+    /// authentication, so an empty one must not turn it off.
+    #[error("auth.tokens_file {0} holds no token (only blank lines and comments)")]
+    NoTokens(String),
     /// A token holds characters a header cannot carry (spaces, control characters).
     #[error("auth token #{0} contains whitespace or non-printable characters")]
     BadToken(usize),
@@ -58,12 +62,16 @@ impl Auth {
                 path: path.display().to_string(),
                 reason: e.kind().to_string(),
             })?;
+            let before = tokens.len();
             tokens.extend(
                 text.lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty() && !l.starts_with('#'))
                     .map(String::from),
             );
+            if tokens.len() == before {
+                return Err(AuthError::NoTokens(path.display().to_string()));
+            }
         }
         for (i, token) in tokens.iter().enumerate() {
             if !token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -220,6 +228,36 @@ mod tests {
         };
         let err = Auth::from_config(&spaced).unwrap_err().to_string();
         assert!(err.contains("#2") && !err.contains("has space"), "{err}");
+    }
+
+    #[test]
+    fn a_tokens_file_or_entry_without_a_token_is_an_error_not_auth_off() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in ["", "\n  \n", "# only a comment\n"] {
+            let file = dir.path().join("tokens");
+            std::fs::write(&file, text).unwrap();
+            let config = AuthConfig {
+                tokens: Tokens(vec!["env-token".into()]),
+                tokens_file: Some(file.clone()),
+                ..AuthConfig::default()
+            };
+            let err = Auth::from_config(&config).unwrap_err().to_string();
+            assert!(
+                err.contains("holds no token") && err.contains("tokens"),
+                "{err}"
+            );
+        }
+        for list in [r#"[""]"#, r#"["ok", "  "]"#] {
+            let err = serde_json::from_str::<Tokens>(list)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("must not be empty"), "{list}: {err}");
+        }
+        let unset: Tokens = serde_json::from_str("\"\"").unwrap();
+        assert!(
+            unset.0.is_empty(),
+            "an empty variable still means no tokens"
+        );
     }
 
     #[test]

@@ -402,6 +402,64 @@ async fn the_key_never_appears_in_errors_or_debug_output() {
     assert!(matches!(errors[3], GatewayError::Malformed(_)));
 }
 
+/// Configured headers carry secrets too (Azure's `api-key`, a proxy's own auth header): an
+/// upstream that echoes every request header must get none of them into an error.
+#[tokio::test]
+async fn configured_header_values_never_appear_in_errors() {
+    const HEADER_SECRET: &str = "HdrSecret-4410";
+    const PROXY_TOKEN: &str = "proxy-tok-8831";
+    let server = serve(|request, mut socket| async move {
+        let echoed = format!(
+            "api-key={} auth={} bare={}",
+            request.header("api-key").unwrap_or(""),
+            request.header("x-proxy-auth").unwrap_or(""),
+            request
+                .header("x-proxy-auth")
+                .unwrap_or("")
+                .trim_start_matches("Bearer "),
+        );
+        if request.path.starts_with("/http") {
+            let body = json!({"error": {"message": format!("rejected: {echoed}")}});
+            let _ = respond(
+                &mut socket,
+                401,
+                "application/json",
+                &[],
+                body.to_string().as_bytes(),
+            )
+            .await;
+        } else {
+            let _ = head_chunked(&mut socket, 200, "text/event-stream", &[]).await;
+            let line = format!(
+                "data: {}\n\n",
+                json!({"error": {"message": format!("bad: {echoed}")}})
+            );
+            let _ = chunk(&mut socket, line.as_bytes()).await;
+            let _ = server::end(&mut socket).await;
+        }
+    })
+    .await;
+    for path in ["/http", "/stream"] {
+        let mut config = config(server.base_url(path));
+        config
+            .headers
+            .insert("api-key".into(), HEADER_SECRET.into());
+        config
+            .headers
+            .insert("X-Proxy-Auth".into(), format!("Bearer {PROXY_TOKEN}"));
+        let error = run(&gateway(config), hello())
+            .await
+            .error
+            .expect("an error");
+        let shown = format!("{error} {error:?}");
+        assert!(shown.contains("api-key=*** auth=*** bare=***"), "{shown}");
+        assert!(
+            !shown.contains(HEADER_SECRET) && !shown.contains(PROXY_TOKEN),
+            "{shown}"
+        );
+    }
+}
+
 fn builtin_instance(settings: serde_json::Value, env: &[(&str, &str)]) -> InstanceConfig {
     InstanceConfig {
         id: "openai-compat".into(),

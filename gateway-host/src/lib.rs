@@ -108,12 +108,29 @@ fn init_logs(default: &str) {
             })
             .ok()
     });
-    let filter = from_env.unwrap_or_else(|| default.parse().unwrap_or_default());
+    let filter: Targets = from_env.unwrap_or_else(|| default.parse().unwrap_or_default());
+    let filter = quiet_mcp_client(filter);
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     tracing_subscriber::registry()
         .with(logs)
         .with(filter)
         .init();
+}
+
+/// `filter` with the MCP client library's own log lines off, unless a directive names it:
+/// they quote tool servers' responses verbatim, which may echo a configured header. The host
+/// logs every tool-server failure itself, with the server's secrets masked.
+fn quiet_mcp_client(
+    filter: tracing_subscriber::filter::Targets,
+) -> tracing_subscriber::filter::Targets {
+    const MCP_CLIENT: &str = "rmcp";
+    if filter
+        .iter()
+        .any(|(target, _)| target.starts_with(MCP_CLIENT))
+    {
+        return filter;
+    }
+    filter.with_target(MCP_CLIENT, tracing::level_filters::LevelFilter::OFF)
 }
 
 /// The entry point for `gateway-host` and third-party binaries: loads `.env` (before any

@@ -257,3 +257,67 @@ fn check_reports_auth_exposure_and_redis_without_secrets() {
     assert!(text.contains("redis at 127.0.0.1:9"), "{text}");
     assert!(!text.contains(REDIS_PASSWORD), "{text}");
 }
+
+/// A tool server that echoes its credentials back (a 401 quoting the `Authorization`
+/// header, a stderr line printing its env): `check` and the log show `***`, not the values.
+#[test]
+fn check_reports_tool_servers_without_their_secrets() {
+    const HEADER_TOKEN: &str = "hdr-SECRET-TOKEN-555";
+    const ENV_SECRET: &str = "env-SECRET-9876";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut socket in listener.incoming().map_while(Result::ok) {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n")
+                && std::io::Read::read(&mut socket, &mut byte).unwrap_or(0) == 1
+            {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let auth = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("authorization: ")
+                        .or_else(|| l.strip_prefix("Authorization: "))
+                })
+                .unwrap_or("")
+                .to_string();
+            let body = format!("got '{auth}' token={}", auth.trim_start_matches("Bearer "));
+            let reply = format!(
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut socket, reply.as_bytes());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write_dirs(dir.path(), &HostSpec::default());
+    let config = format!(
+        r#"[tools]
+connect_timeout_ms = 1500
+[tools.servers.remote]
+url = "{url}"
+headers = {{ Authorization = "Bearer {HEADER_TOKEN}" }}
+[tools.servers.local]
+command = "sh"
+args = ["-c", "echo starting with $TEAM_TOKEN >&2; sleep 30"]
+env = {{ TEAM_TOKEN = "{ENV_SECRET}" }}
+"#
+    );
+    std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
+    let output = command(dir.path(), &["check"], &[("RUST_LOG", "debug")])
+        .output()
+        .unwrap();
+    let text = output_text(&output);
+    assert!(text.contains("remote"), "{text}");
+    assert!(
+        text.contains("starting with ***"),
+        "the stderr line, masked: {text}"
+    );
+    assert!(
+        !text.contains(HEADER_TOKEN) && !text.contains(ENV_SECRET),
+        "{text}"
+    );
+}

@@ -5,6 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Host environment variables every stdio server gets (where set): what a program needs to
+/// find its interpreter, packages, locale and temporary files.
+pub const INHERITED_ENV: [&str; 10] = [
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL", "TZ", "TMPDIR",
+];
+
 /// Most tool rounds accepted in `tools.max_rounds`.
 pub const MAX_ROUNDS_LIMIT: u32 = 16;
 
@@ -45,9 +51,14 @@ pub struct ToolServerConfig {
     /// Its arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Variables added to its environment (values may be secrets).
+    /// Variables set in its environment (values may be secrets). A stdio server gets only
+    /// these, [`INHERITED_ENV`] and `inherit_env` of the host's environment, never the rest
+    /// (the host's API keys and tokens live there).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Names of further host environment variables a stdio server gets as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherit_env: Vec<String>,
     /// URL of a streamable-HTTP MCP endpoint (`http://...` or `https://...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -68,6 +79,7 @@ impl std::fmt::Debug for ToolServerConfig {
             .field("command", &self.command)
             .field("args", &self.args)
             .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("inherit_env", &self.inherit_env)
             .field("url", &self.url.as_deref().map(crate::config::redact_url))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("timeout_ms", &self.timeout_ms)

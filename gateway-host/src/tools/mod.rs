@@ -228,7 +228,7 @@ impl ToolSet {
         let result = match (owner, arguments(&call.arguments)) {
             (None, _) => Err(ToolError::Unknown(call.name.clone())),
             (Some(_), Err(e)) => Err(e),
-            (Some(server), Ok(args)) => server.call(&call.name, args).await.and_then(result_text),
+            (Some(server), Ok(args)) => server.call(&call.name, args).await,
         };
         ToolOutcome {
             server: owner.map(|s| s.name().to_string()),
@@ -257,7 +257,7 @@ pub fn arguments(text: &str) -> Result<Map<String, Value>, ToolError> {
 
 /// The text of a result: its text blocks joined with newlines, other blocks as JSON, the
 /// structured content when there is nothing else; an `isError` result is an error.
-fn result_text(result: CallToolResult) -> Result<String, ToolError> {
+pub(super) fn result_text(result: CallToolResult) -> Result<String, ToolError> {
     let mut parts: Vec<String> = result
         .content
         .iter()

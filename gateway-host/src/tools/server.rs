@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue};
+use gateway_core::Secrets;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
 use rmcp::service::RunningService;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -13,7 +14,7 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceError, ServiceExt as _};
 use tokio::io::AsyncBufReadExt as _;
 
-use super::config::{ToolServerConfig, Transport};
+use super::config::{ToolServerConfig, Transport, INHERITED_ENV};
 use super::ToolError;
 
 /// A configured server and its live connection, if any.
@@ -22,6 +23,8 @@ pub(super) struct Server {
     config: ToolServerConfig,
     call_timeout: Duration,
     connect_timeout: Duration,
+    /// Its header and env values: masked in its errors, results and stderr lines.
+    secrets: Secrets,
     live: tokio::sync::Mutex<Option<Arc<Connection>>>,
 }
 
@@ -44,8 +47,10 @@ impl Server {
         call_timeout: Duration,
         connect_timeout: Duration,
     ) -> Self {
+        let secrets = Secrets::new(config.headers.values().chain(config.env.values()));
         Self {
             name: name.to_string(),
+            secrets,
             config,
             call_timeout,
             connect_timeout,
@@ -120,22 +125,32 @@ impl Server {
         Ok(Connection { service, tools })
     }
 
-    /// The stdio child: the command with its args and env, stderr passed to the log at
-    /// debug level, killed when the connection is dropped.
+    /// The stdio child: the command with its args and only the environment its config
+    /// gives it, stderr passed to the log at debug level, killed when the connection is
+    /// dropped.
     fn spawn(&self, command: &str) -> std::io::Result<TokioChildProcess> {
         let mut cmd = tokio::process::Command::new(command);
-        cmd.args(&self.config.args)
-            .envs(&self.config.env)
-            .kill_on_drop(true);
+        cmd.args(&self.config.args).env_clear();
+        let inherited = INHERITED_ENV
+            .iter()
+            .copied()
+            .chain(self.config.inherit_env.iter().map(String::as_str));
+        for name in inherited {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        cmd.envs(&self.config.env).kill_on_drop(true);
         let (child, stderr) = TokioChildProcess::builder(cmd)
             .stderr(Stdio::piped())
             .spawn()?;
         if let Some(stderr) = stderr {
             let name = self.name.clone();
+            let secrets = self.secrets.clone();
             tokio::spawn(async move {
                 let mut lines = tokio::io::BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::debug!(server = %name, "tool server: {line}");
+                    tracing::debug!(server = %name, "tool server: {}", secrets.scrub(&line));
                 }
             });
         }
@@ -158,9 +173,26 @@ impl Server {
             .collect()
     }
 
-    /// Call `tool` with `arguments` within the server's call limit. Dropping the future
-    /// cancels the call (MCP `notifications/cancelled`).
+    /// Call `tool` with `arguments` within the server's call limit: the result's text, or
+    /// the error, with this server's secrets masked. Dropping the future cancels the call
+    /// (MCP `notifications/cancelled`).
     pub(super) async fn call(
+        &self,
+        tool: &str,
+        arguments: JsonObject,
+    ) -> Result<String, ToolError> {
+        match self
+            .call_raw(tool, arguments)
+            .await
+            .and_then(super::result_text)
+        {
+            Ok(text) => Ok(self.secrets.scrub_owned(text)),
+            Err(ToolError::Tool(text)) => Err(ToolError::Tool(self.secrets.scrub_owned(text))),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn call_raw(
         &self,
         tool: &str,
         arguments: JsonObject,
@@ -191,17 +223,13 @@ impl Server {
         }
     }
 
-    /// `text` without the secrets of this server's config: header and env values, and the
-    /// password of its URL.
+    /// `text` without the secrets of this server's config: header and env values (and the
+    /// bare token of a `Bearer` header), and the password of its URL.
     fn scrub(&self, text: &str) -> String {
-        let mut text = text.to_string();
-        if let Some(url) = &self.config.url {
-            text = text.replace(url.as_str(), &crate::config::redact_url(url));
-        }
-        let secrets = self.config.headers.values().chain(self.config.env.values());
-        for secret in secrets.filter(|s| s.len() >= 4) {
-            text = text.replace(secret.as_str(), "***");
-        }
-        text
+        let text = match &self.config.url {
+            Some(url) => text.replace(url.as_str(), &crate::config::redact_url(url)),
+            None => text.to_string(),
+        };
+        self.secrets.scrub_owned(text)
     }
 }

@@ -489,6 +489,53 @@ async fn a_streamable_http_server_with_headers_and_an_allow_list() {
     assert!(!config.to_string().contains("hdr-SECRET-1"));
 }
 
+/// A stdio server gets only its configured environment, the basic variables and the ones it
+/// inherits by name, never the rest of the host's (where its keys live). And a result holding
+/// one of its configured secrets (server-everything's `get-env` returns its environment)
+/// gets `***` into the action event, the upstream's tool message and memory.
+#[tokio::test]
+async fn a_stdio_server_gets_only_its_environment_and_its_secrets_are_masked() {
+    const SECRET: &str = "env-SECRET-4242";
+    let mut server = everything_stdio();
+    server["env"] = json!({"TEAM_TOKEN": SECRET});
+    server["inherit_env"] = json!(["CARGO_PKG_NAME"]);
+    let host = host_with(json!({"everything": server}), json!({})).await;
+    host.upstream
+        .push(tool_calls("", &[("c1", "get-env", "{}")]));
+    host.upstream.push(Reply::tokens(&["Done."]));
+    let answer = host
+        .sse(json!({"message": "show the env", "session_key": "masked"}))
+        .await;
+    let results: Vec<Value> = actions(&answer.events)
+        .into_iter()
+        .filter(|a| a["phase"] == "result")
+        .collect();
+    assert_eq!(results.len(), 1, "{:?}", answer.events);
+    let masked = r#""TEAM_TOKEN": "***""#;
+    assert!(results[0].to_string().contains("TEAM_TOKEN"), "{results:?}");
+    let tool_results = tool_messages(&host.upstream.requests()[1]);
+    assert!(tool_results[0].1.contains(masked), "{tool_results:?}");
+    let env: Value = serde_json::from_str(&tool_results[0].1).expect("get-env returns JSON");
+    assert!(
+        env.get("PATH").is_some() && env.get("CARGO_PKG_NAME").is_some(),
+        "{env}"
+    );
+    assert!(
+        std::env::var_os("CARGO_MANIFEST_DIR").is_some() && env.get("CARGO_MANIFEST_DIR").is_none(),
+        "the host's other variables stay with the host: {env}"
+    );
+    let (_, session) = host.get("/v1/sessions/masked").await;
+    assert!(session.to_string().contains("TEAM_TOKEN"), "{session}");
+    let shown = [
+        answer.body.clone(),
+        host.upstream.requests()[1].to_string(),
+        session.to_string(),
+    ];
+    for text in shown {
+        assert!(!text.contains(SECRET), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn a_profile_without_features_tools_or_a_down_server_still_answers() {
     let mut off = tool_profile("off", &["everything"]);

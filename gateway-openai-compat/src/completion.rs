@@ -438,7 +438,8 @@ pub fn error_body_message(body: &[u8]) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Whitespace collapsed, at most 200 characters.
+/// Whitespace collapsed, control characters dropped (an upstream's text must not steer a
+/// terminal the log is read on), at most 200 characters.
 fn short(text: &str) -> String {
     const MAX: usize = 200;
     let mut out = String::new();
@@ -446,7 +447,7 @@ fn short(text: &str) -> String {
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(word);
+        out.extend(word.chars().filter(|c| !c.is_control()));
         if out.chars().count() > MAX {
             let mut cut: String = out.chars().take(MAX).collect();
             cut.push('…');
@@ -652,6 +653,15 @@ mod tests {
             Some("upstream busy")
         );
         assert_eq!(error_body_message(b"   "), None);
+        assert_eq!(
+            error_body_message(b"{\"error\":\"bad\\u0000 \\u001b[31mred\\u0007\"}").as_deref(),
+            Some("bad [31mred"),
+            "control characters never reach a log or an event"
+        );
+        assert_eq!(
+            error_body_message(b"raw \x1b[2Jclear\x00").as_deref(),
+            Some("raw [2Jclear")
+        );
         let long = "x ".repeat(500);
         let message = error_body_message(long.as_bytes()).unwrap_or_default();
         assert!(message.chars().count() <= 201);

@@ -225,7 +225,7 @@ impl CompletionDecoder {
             return Ok(None);
         };
         for call in delta.tool_calls.into_iter().flatten() {
-            self.calls.push(call);
+            self.calls.push(call)?;
         }
         match delta.content {
             Some(content) if !content.is_empty() => {

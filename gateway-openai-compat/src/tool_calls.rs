@@ -37,12 +37,18 @@ struct FunctionDelta {
     arguments: Value,
 }
 
+/// Most bytes of names and arguments all calls of one answer may hold: an upstream streaming
+/// endless arguments must not grow the host's memory without bound.
+pub(crate) const MAX_CALLS_BYTES: usize = 4 * 1024 * 1024;
+
 /// The calls of one answer, as far as they arrived.
 #[derive(Debug, Default)]
 pub(crate) struct ToolCalls {
     calls: Vec<ToolCall>,
     /// The upstream `index` of each call in `calls` (`None` when it sent none).
     indexes: Vec<Option<u64>>,
+    /// Bytes of names and arguments taken so far.
+    bytes: usize,
 }
 
 impl ToolCalls {
@@ -51,12 +57,23 @@ impl ToolCalls {
         self.calls.is_empty()
     }
 
-    /// Take one delta into the call it belongs to.
-    pub fn push(&mut self, delta: CallDelta) {
+    /// Take one delta into the call it belongs to; an error once the answer's calls pass
+    /// [`MAX_CALLS_BYTES`].
+    pub fn push(&mut self, delta: CallDelta) -> Result<(), GatewayError> {
         let (name, arguments) = match delta.function {
-            Some(f) => (f.name.unwrap_or_default(), f.arguments),
-            None => (String::new(), Value::Null),
+            Some(f) => (
+                f.name.unwrap_or_default(),
+                ToolCall::arguments_text(f.arguments),
+            ),
+            None => (String::new(), String::new()),
         };
+        self.bytes += name.len() + arguments.len();
+        if self.bytes > MAX_CALLS_BYTES {
+            return Err(GatewayError::Malformed(format!(
+                "the answer's tool calls are longer than {} MiB",
+                MAX_CALLS_BYTES / (1024 * 1024)
+            )));
+        }
         let id = delta.id.unwrap_or_default();
         let slot = self.slot(delta.index, &id, &name);
         let call = &mut self.calls[slot];
@@ -66,13 +83,13 @@ impl ToolCalls {
         if call.name.is_empty() {
             call.name = name;
         }
-        call.arguments
-            .push_str(&ToolCall::arguments_text(arguments));
+        call.arguments.push_str(&arguments);
         for (key, value) in delta.extra {
             if key != "type" {
                 call.extra.insert(key, value);
             }
         }
+        Ok(())
     }
 
     /// The position of the call a delta belongs to, opening a new call when it starts one.
@@ -164,9 +181,23 @@ mod tests {
     fn calls(deltas: &[Value]) -> Result<Vec<ToolCall>, GatewayError> {
         let mut calls = ToolCalls::default();
         for delta in deltas {
-            calls.push(serde_json::from_value(delta.clone()).unwrap());
+            calls.push(serde_json::from_value(delta.clone()).unwrap())?;
         }
         calls.finish(Some("tool_calls"))
+    }
+
+    #[test]
+    fn endless_arguments_are_an_error_not_unbounded_memory() {
+        let chunk = "x".repeat(1024 * 1024);
+        let mut deltas = vec![json!({"index": 0, "id": "a", "function": {"name": "f"}})];
+        deltas.extend((0..3).map(|_| json!({"index": 0, "function": {"arguments": chunk}})));
+        assert_eq!(calls(&deltas).unwrap().len(), 1, "3 MiB is still taken");
+        deltas.push(json!({"index": 1, "id": "b", "function": {"name": "g", "arguments": chunk}}));
+        let error = calls(&deltas).unwrap_err().to_string();
+        assert!(
+            error.contains("tool calls are longer than 4 MiB"),
+            "{error}"
+        );
     }
 
     fn summary(calls: &[ToolCall]) -> Vec<(&str, &str)> {

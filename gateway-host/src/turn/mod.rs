@@ -681,7 +681,8 @@ struct Tail {
     actions: Vec<serde_json::Value>,
     /// Events ready to go to the client, oldest first.
     out: VecDeque<Event>,
-    /// Characters of answer text received so far (`limits.max_answer_chars` caps them).
+    /// Characters of answer text and tool calls received so far (`limits.max_answer_chars`
+    /// caps them).
     answer_chars: usize,
     _in_flight: InFlight,
     _admission: Admission,
@@ -713,6 +714,7 @@ impl Tail {
     fn within_answer_cap(&mut self, event: Event) -> Event {
         let chars = match &event {
             Event::Delta { text } => text.chars().count(),
+            Event::ToolCall { call } => call.name.chars().count() + call.arguments.chars().count(),
             Event::TextDone { response, .. } => {
                 response.chars().count().saturating_sub(self.answer_chars)
             }

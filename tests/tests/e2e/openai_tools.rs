@@ -316,6 +316,31 @@ async fn memory_keeps_a_tool_exchange_valid_for_the_next_call() {
     );
 }
 
+/// `limits.max_answer_chars` counts a call's name and arguments like answer text: an
+/// upstream streaming huge arguments ends the turn with the cap's error, and nothing reaches
+/// memory (where it would be sent upstream again on every later turn).
+#[tokio::test]
+async fn huge_call_arguments_are_cut_at_the_answer_cap_and_not_stored() {
+    let host = TestHost::with_config(json!({"limits": {"max_answer_chars": 1000}})).await;
+    let key = "tools-huge";
+    let arguments = json!({"city": "x".repeat(5000)}).to_string();
+    let call = json!({"id": "fc-1", "type": "function",
+                      "function": {"name": "get_weather", "arguments": arguments}});
+    host.upstream.push(answer_with_calls("", &[call]));
+    let raw = post(&host, body(json!({"stream": true})).to_string(), Some(key)).await;
+    let streamed = read_stream(&raw);
+    assert!(streamed.calls.is_empty(), "{streamed:?}");
+    let error = streamed.error.expect("the cap's error");
+    assert!(error.to_string().contains("max_answer_chars"), "{error}");
+    assert!(host
+        .state
+        .store()
+        .history(key, 20)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 #[tokio::test]
 async fn memory_leaves_out_a_call_the_client_never_answered() {
     let host = TestHost::start().await;

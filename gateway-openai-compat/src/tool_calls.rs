@@ -258,7 +258,8 @@ mod tests {
     #[test]
     fn finishing_twice_gives_the_same_calls() {
         let mut open = ToolCalls::default();
-        open.push(serde_json::from_value(json!({"function": {"name": "f"}})).unwrap());
+        open.push(serde_json::from_value(json!({"function": {"name": "f"}})).unwrap())
+            .unwrap();
         let first = open.finish(Some("stop")).unwrap();
         assert_eq!(open.finish(Some("stop")).unwrap(), first);
     }

@@ -277,7 +277,8 @@ mod tests {
                 json!({"index": 0, "id": "a", "function": {"name": "f", "arguments": "{\"a\":"}}),
             )
             .unwrap(),
-        );
+        )
+        .unwrap();
         let error = cut.finish(Some("length")).unwrap_err().to_string();
         assert!(
             error.contains("max_tokens") && error.contains("'f'"),

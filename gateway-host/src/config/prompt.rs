@@ -255,13 +255,12 @@ mod watch {
     use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
     use rustix::io::Errno;
 
-    use super::PROMPT_FILE;
-
     /// What draining the watch found.
     pub enum Drained {
-        /// No event of the prompt file.
+        /// No event in the directory.
         Quiet,
-        /// The file was written, created, replaced or removed (or events were lost).
+        /// An entry of the directory was written, created, replaced or removed (or events
+        /// were lost): the prompt file may have changed.
         Changed,
         /// The directory itself went away: the watch is gone.
         Lost,
@@ -318,12 +317,10 @@ mod watch {
                     self.lost.store(true, Ordering::Release);
                     return Drained::Changed;
                 }
-                let ours = event
-                    .file_name()
-                    .is_some_and(|name| name.to_bytes() == PROMPT_FILE.as_bytes());
-                if ours || flags.contains(ReadFlags::QUEUE_OVERFLOW) {
-                    found = Drained::Changed;
-                }
+                // Any entry counts, not only the prompt file: the file may be a symlink
+                // through another entry (a Kubernetes ConfigMap swaps `..data` in one rename),
+                // and a check that finds the file unchanged costs one `stat`.
+                found = Drained::Changed;
             }
         }
     }

@@ -44,6 +44,39 @@ async fn file_prompt_then_profile_prompt_and_hot_reload() {
     );
 }
 
+/// A Kubernetes ConfigMap volume: the prompt is a symlink through `..data`, and an update
+/// swaps `..data` to a new folder in one rename. The next turn uses the new prompt.
+#[tokio::test]
+async fn a_configmap_style_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let host = TestHost::start().await;
+    let prompt = host.prompt_path();
+    let dir = prompt.parent().unwrap().to_path_buf();
+    let version = |name: &str, text: &str| {
+        std::fs::create_dir(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join("voice-system-prompt.md"), text).unwrap();
+    };
+    version("..v1", "Prompt version one.\n");
+    symlink("..v1", dir.join("..data")).unwrap();
+    let _ = std::fs::remove_file(&prompt);
+    symlink("..data/voice-system-prompt.md", &prompt).unwrap();
+    host.sse(json!({"message": "hi"})).await;
+    assert_eq!(
+        system_messages(&host.upstream.last_request()),
+        ["Prompt version one.\n\nYou are profile default."]
+    );
+
+    version("..v2", "Prompt version two.\n");
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..v1")).unwrap();
+    host.sse(json!({"message": "hi"})).await;
+    assert_eq!(
+        system_messages(&host.upstream.last_request()),
+        ["Prompt version two.\n\nYou are profile default."]
+    );
+}
+
 #[tokio::test]
 async fn system_prompt_none_and_custom() {
     let host = TestHost::start().await;

@@ -59,6 +59,11 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
         .get::<BodyLimit>()
         .map(|l| l.0)
         .unwrap_or_default();
+    if declared_length(req.headers()).is_some_and(|length| limit > 0 && length > limit) {
+        // Refused before a byte is read: a client that sent `Expect: 100-continue` gets no
+        // `100 Continue`, and none uploads a body that could never be taken.
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
     Bytes::from_request(req, state).await.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(limit)
@@ -68,6 +73,17 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
             ApiError::bad_request(r.body_text())
         }
     })
+}
+
+/// The body's length as its `Content-Length` header declares it, when it does.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The body-read timeout behind a failed body, if that is what failed.

@@ -80,6 +80,30 @@ async fn oversize_body_is_413_json() {
     assert_eq!(status, 400);
 }
 
+/// A body whose declared length is over the limit is refused before a byte of it is read:
+/// no `100 Continue` for a client that asked, no wait for a body that could never be taken.
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_413_at_once() {
+    use gateway_tests::raw::RawConn;
+    let host = TestHost::with_config(json!({"limits": {"max_body_bytes": 1024}})).await;
+    for expect in [true, false] {
+        let mut head = String::from(
+            "POST /v1/conversation HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+             content-type: application/json\r\ncontent-length: 9999999\r\n",
+        );
+        if expect {
+            head.push_str("expect: 100-continue\r\n");
+        }
+        head.push_str("\r\n");
+        let mut conn = RawConn::connect(&host.url).await;
+        conn.send(head.as_bytes()).await.unwrap();
+        let response = conn.response().await;
+        assert_eq!(response.status, 413, "expect {expect}: {response:?}");
+        assert_eq!(response.json()["error"]["code"], "payload_too_large");
+    }
+    assert!(host.upstream.requests().is_empty());
+}
+
 #[tokio::test]
 async fn unconfigured_gateway_is_503_naming_the_variable() {
     let host = TestHost::with(HostSpec {

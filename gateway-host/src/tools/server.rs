@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderName, HeaderValue};
 use gateway_core::Secrets;
@@ -26,6 +26,9 @@ pub(super) struct Server {
     /// Its header and env values: masked in its errors, results and stderr lines.
     secrets: Secrets,
     live: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// When the last start failed, and why: callers that were already waiting for that start
+    /// get its error instead of each trying (and waiting) again.
+    failed: parking_lot::Mutex<Option<(Instant, ToolError)>>,
 }
 
 /// A running MCP client session with a server, and the tools it offers (allow-list applied).
@@ -55,6 +58,7 @@ impl Server {
             call_timeout,
             connect_timeout,
             live: tokio::sync::Mutex::new(None),
+            failed: parking_lot::Mutex::new(None),
         }
     }
 
@@ -71,9 +75,13 @@ impl Server {
     /// The live connection; the server is started (or reached) first when there is none or
     /// the last one closed. Concurrent callers wait for one start.
     pub(super) async fn connection(&self) -> Result<Arc<Connection>, ToolError> {
+        let asked = Instant::now();
         let mut live = self.live.lock().await;
         if let Some(connection) = live.as_ref().filter(|c| !c.is_closed()) {
             return Ok(connection.clone());
+        }
+        if let Some(error) = self.failed_since(asked) {
+            return Err(error);
         }
         if live.take().is_some() {
             tracing::info!(server = %self.name, "tool server connection closed; starting it again");
@@ -83,10 +91,23 @@ impl Server {
             .map_err(|_| ToolError::Unreachable {
                 server: self.name.clone(),
                 reason: format!("no answer within {} ms", self.connect_timeout.as_millis()),
-            })??;
+            })
+            .and_then(|connected| connected)
+            .inspect_err(|error| {
+                *self.failed.lock() = Some((Instant::now(), error.clone()));
+            })?;
         let connection = Arc::new(connection);
         *live = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// The error of a start that failed after `asked`: the caller waited for that start.
+    fn failed_since(&self, asked: Instant) -> Option<ToolError> {
+        self.failed
+            .lock()
+            .as_ref()
+            .filter(|(at, _)| *at >= asked)
+            .map(|(_, error)| error.clone())
     }
 
     /// Start or reach the server, initialise the session and list its tools.

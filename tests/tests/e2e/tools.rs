@@ -536,6 +536,38 @@ async fn a_stdio_server_gets_only_its_environment_and_its_secrets_are_masked() {
     }
 }
 
+/// Turns that arrive while a server is being started wait for that one start: when it
+/// times out, they all go on without its tools, instead of each starting the server again
+/// and waiting out its own timeout in turn.
+#[tokio::test]
+async fn turns_waiting_on_a_hung_server_share_its_one_failed_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    let script = format!("echo start >> '{}'; exec sleep 60", starts.display());
+    let host = host_with(
+        json!({"hung": {"command": "sh", "args": ["-c", script]}}),
+        json!({"connect_timeout_ms": 3000}),
+    )
+    .await;
+    for _ in 0..3 {
+        host.upstream.push(Reply::tokens(&["Without tools."]));
+    }
+    let turns: Vec<_> = (0..3)
+        .map(|i| host.spawn_sse(json!({"message": format!("turn {i}")})))
+        .collect();
+    for turn in turns {
+        let answer = turn.await.unwrap();
+        assert_eq!(
+            answer.last()["response"],
+            "Without tools.",
+            "{:?}",
+            answer.events
+        );
+    }
+    let started = std::fs::read_to_string(&starts).unwrap();
+    assert_eq!(started.lines().count(), 1, "one start for the three turns");
+}
+
 #[tokio::test]
 async fn a_profile_without_features_tools_or_a_down_server_still_answers() {
     let mut off = tool_profile("off", &["everything"]);

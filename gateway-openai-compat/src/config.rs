@@ -329,8 +329,10 @@ pub(crate) fn parse_base_url(base: &str, source: &str) -> Result<reqwest::Url, S
         return Err(format!("{source}: '{trimmed}' has no host"));
     }
     if url.query().is_some() || url.fragment().is_some() {
+        // Not quoted whole: a query may hold a key (`?key=...`).
+        let shown = trimmed.split(['?', '#']).next().unwrap_or_default();
         return Err(format!(
-            "{source}: '{trimmed}' must not have a query or fragment"
+            "{source}: '{shown}' must not have a query or fragment (the part after ? or # is not shown)"
         ));
     }
     Ok(url)
@@ -572,5 +574,16 @@ mod tests {
         };
         assert!(!format!("{config:?}").contains("sk-secret"));
         assert_eq!(ApiKey::new("sk-secret").to_string(), "***");
+    }
+
+    #[test]
+    fn a_base_url_with_a_query_is_refused_without_quoting_it() {
+        let err = parse_base_url("https://api.example.com/v1?key=QuerySecret999", "base_url")
+            .unwrap_err();
+        assert!(
+            err.contains("'https://api.example.com/v1' must not have a query"),
+            "{err}"
+        );
+        assert!(!err.contains("QuerySecret999"), "{err}");
     }
 }

@@ -534,14 +534,35 @@ pub fn redact_url(url: &str) -> String {
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
+    let tail = redact_query(tail);
     let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_string();
+        return format!("{scheme}://{authority}{tail}");
     };
     let user = match userinfo.split_once(':') {
         Some((user, _password)) => format!("{user}:***"),
         None => userinfo.to_string(),
     };
     format!("{scheme}://{user}@{host}{tail}")
+}
+
+/// The path, query and fragment of a URL with the values of secret-looking query
+/// parameters (`?key=`, `?access_token=`, `?password=`) replaced by `***`.
+fn redact_query(tail: &str) -> String {
+    let Some((path, rest)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let (query, fragment) = match rest.split_once('#') {
+        Some((query, fragment)) => (query, format!("#{fragment}")),
+        None => (rest, String::new()),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_key(name) => format!("{name}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}{fragment}", pairs.join("&"))
 }
 
 // figment's `Jail` closures return its large error type; not ours to shrink.
@@ -725,6 +746,18 @@ mod tests {
         assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
         assert_eq!(redact_url("redis://u@h/x@y"), "redis://u@h/x@y");
         assert_eq!(redact_url("plain text"), "plain text");
+        assert_eq!(
+            redact_url("https://h/v1?key=QuerySecret999&x=1#f"),
+            "https://h/v1?key=***&x=1#f"
+        );
+        assert_eq!(
+            redact_url("redis://:p@h/0?password=X&db=2"),
+            "redis://:***@h/0?password=***&db=2"
+        );
+        assert_eq!(
+            redact_url("http://h/v1?max_tokens=5"),
+            "http://h/v1?max_tokens=5"
+        );
     }
 
     #[test]

@@ -70,6 +70,14 @@ pub enum ProfileError {
     /// The `id` is missing or does not match `^[a-z0-9-]+$`.
     #[error("invalid profile id {0:?} (expected 1-64 of a-z, 0-9, -)")]
     BadId(String),
+    /// `adapter_config.sessionKey` is not a valid session key: every turn without a key of
+    /// its own would be refused.
+    #[error(
+        "adapter_config.sessionKey is not a valid session key (expected 1-{} of {})",
+        crate::turn::MAX_SESSION_KEY_LEN,
+        crate::turn::SESSION_KEY_CHARS
+    )]
+    BadSessionKey,
     /// Another file already defines this id.
     #[error("duplicate profile id '{id}' (already defined by {first})")]
     Duplicate {
@@ -172,6 +180,13 @@ impl Profile {
             return Err(ProfileError::BadId(id));
         }
         let adapter = parsed.adapter_config.unwrap_or_default();
+        let session_key = non_empty(adapter.session_key);
+        if session_key
+            .as_deref()
+            .is_some_and(|key| !crate::turn::is_valid_session_key(key))
+        {
+            return Err(ProfileError::BadSessionKey);
+        }
         let llm = parsed.llm.unwrap_or_default();
         let params = llm.parameters.unwrap_or_default();
         let queue = llm.queue.unwrap_or_default();
@@ -180,7 +195,7 @@ impl Profile {
             name: parsed.name,
             adapter: parsed.adapter,
             gateway_id: non_empty(adapter.gateway_id).unwrap_or_else(|| DEFAULT_GATEWAY_ID.into()),
-            session_key: non_empty(adapter.session_key),
+            session_key,
             fallback_gateway_ids: adapter.fallback_gateway_ids.unwrap_or_default(),
             model: non_empty(llm.model),
             max_tokens: params.max_tokens,
@@ -346,6 +361,23 @@ mod tests {
         assert_eq!(p.gateway_id, DEFAULT_GATEWAY_ID);
         assert_eq!(p.model, None);
         assert_eq!(*p.raw, raw);
+    }
+
+    #[test]
+    fn an_invalid_session_key_is_refused_at_load() {
+        for key in ["bad key!/../x", &"k".repeat(300)] {
+            let raw = json!({"id": "p", "adapter_config": {"sessionKey": key}});
+            let error = Profile::from_json(raw, "p.json").unwrap_err().to_string();
+            assert!(
+                error.contains("adapter_config.sessionKey") && error.contains("1-128"),
+                "{error}"
+            );
+        }
+        let blank = json!({"id": "p", "adapter_config": {"sessionKey": "  "}});
+        assert_eq!(
+            Profile::from_json(blank, "p.json").unwrap().session_key,
+            None
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ use failover::{Candidate, Next, Note, Observer};
 /// Longest accepted session key.
 pub const MAX_SESSION_KEY_LEN: usize = 128;
 
+/// The characters a session key may hold, as error messages name them.
+pub const SESSION_KEY_CHARS: &str = "A-Z, a-z, 0-9, . _ : -";
+
 /// True for session keys of 1–128 characters from `A-Za-z0-9._:-`.
 pub fn is_valid_session_key(key: &str) -> bool {
     !key.is_empty()
@@ -351,7 +354,7 @@ pub fn check_session_key(key: &str) -> Result<(), TurnError> {
         return Ok(());
     }
     Err(TurnError::BadRequest(format!(
-        "invalid session key (expected 1-{MAX_SESSION_KEY_LEN} of A-Z, a-z, 0-9, . _ : -)"
+        "invalid session key (expected 1-{MAX_SESSION_KEY_LEN} of {SESSION_KEY_CHARS})"
     )))
 }
 

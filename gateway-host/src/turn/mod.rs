@@ -217,6 +217,12 @@ async fn prepare(
         Some(conversation) => (compose(system, conversation, &[]), Vec::new()),
         None => {
             let history = history(state, session_key.as_deref(), history_limit).await?;
+            if let Some(id) = tool_history::stray_result(&history, &input) {
+                return Err(TurnError::BadRequest(format!(
+                    "a tool result answers tool_call_id '{id}', which the conversation's last \
+                     assistant message did not call"
+                )));
+            }
             let history = tool_history::answered_only(history, &input);
             (compose(system, history, &input), input)
         }

@@ -63,6 +63,23 @@ pub(crate) fn answered_only(history: Vec<ChatMessage>, next: &[ChatMessage]) -> 
     kept
 }
 
+/// The id of the first result at the start of `next` that answers no call of the last
+/// message of `history`: such a result is refused (an upstream would refuse the turn, and
+/// memory would keep it) rather than sent or stored.
+pub(crate) fn stray_result<'a>(
+    history: &[ChatMessage],
+    next: &'a [ChatMessage],
+) -> Option<&'a str> {
+    let called: HashSet<&str> = history
+        .last()
+        .map(|m| m.tool_calls().iter().map(|c| c.id.as_str()).collect())
+        .unwrap_or_default();
+    next.iter()
+        .take_while(|m| m.role == Role::Tool)
+        .filter_map(ChatMessage::tool_call_id)
+        .find(|id| !called.contains(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +92,22 @@ mod tests {
 
     fn ids(message: &ChatMessage) -> Vec<&str> {
         message.tool_calls().iter().map(|c| c.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_result_must_answer_a_call_of_the_last_message() {
+        let history = vec![ChatMessage::user("weather?"), asks("", &["c1"])];
+        let answer = [ChatMessage::tool_result("c1", "12 C")];
+        assert_eq!(stray_result(&history, &answer), None);
+        let stray = [
+            ChatMessage::tool_result("c1", "12 C"),
+            ChatMessage::tool_result("zzz", "?"),
+        ];
+        assert_eq!(stray_result(&history, &stray), Some("zzz"));
+        let after_text = [ChatMessage::tool_result("c1", "12 C")];
+        let answered = vec![ChatMessage::user("hi"), ChatMessage::assistant("Hello.")];
+        assert_eq!(stray_result(&answered, &after_text), Some("c1"));
+        assert_eq!(stray_result(&answered, &[ChatMessage::user("more")]), None);
     }
 
     #[test]

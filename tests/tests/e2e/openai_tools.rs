@@ -341,6 +341,36 @@ async fn huge_call_arguments_are_cut_at_the_answer_cap_and_not_stored() {
         .is_empty());
 }
 
+/// With memory, a tool result whose `tool_call_id` the last assistant message did not call
+/// is a 400 naming the id: it reaches neither the upstream (which would refuse the turn) nor
+/// memory (where it would break every later turn).
+#[tokio::test]
+async fn a_result_for_a_call_never_made_is_refused_naming_the_id() {
+    let host = TestHost::start().await;
+    host.upstream
+        .push(answer_with_calls("", &[signed_call("fc-1", "Oslo")]));
+    assert_eq!(
+        chat(&host, body(json!({"user": "stray"}))).await.status,
+        200
+    );
+    let stray = json!({"model": "default", "user": "stray", "tools": weather_tools(),
+                       "messages": [{"role": "tool", "tool_call_id": "zzz", "content": "?"}]});
+    let raw = chat(&host, stray).await;
+    assert_eq!(raw.status, 400, "{}", raw.body);
+    let message = raw.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("tool_call_id 'zzz'"), "{message}");
+    assert_eq!(
+        host.upstream.requests().len(),
+        1,
+        "nothing more went upstream"
+    );
+    let stored = host.state.store().history("stray", 20).await.unwrap();
+    assert!(
+        stored.iter().all(|m| m.tool_call_id() != Some("zzz")),
+        "{stored:?}"
+    );
+}
+
 #[tokio::test]
 async fn memory_leaves_out_a_call_the_client_never_answered() {
     let host = TestHost::start().await;

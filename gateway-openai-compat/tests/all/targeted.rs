@@ -342,6 +342,20 @@ async fn http_errors_carry_retry_after_and_the_provider_message() {
     );
 }
 
+/// Send `message` back as an upstream reports an error: a 401 with an OpenAI error body
+/// (`http`), or an error object inside a 200 event stream.
+async fn echo_as_error(socket: &mut tokio::net::TcpStream, http: bool, message: &str) {
+    let error = json!({"error": {"message": message}});
+    if http {
+        let body = error.to_string();
+        let _ = respond(socket, 401, "application/json", &[], body.as_bytes()).await;
+        return;
+    }
+    let _ = head_chunked(socket, 200, "text/event-stream", &[]).await;
+    let _ = chunk(socket, format!("data: {error}\n\n").as_bytes()).await;
+    let _ = server::end(socket).await;
+}
+
 /// A server that echoes the key back in every kind of error must not get it into one.
 #[tokio::test]
 async fn the_key_never_appears_in_errors_or_debug_output() {
@@ -349,28 +363,14 @@ async fn the_key_never_appears_in_errors_or_debug_output() {
         let echoed = request.header("authorization").unwrap_or("").to_string();
         match request.path.as_str() {
             "/http/chat/completions" => {
-                let body =
-                    json!({"error": {"message": format!("Incorrect API key provided: {echoed}")}});
-                let _ = respond(
-                    &mut socket,
-                    401,
-                    "application/json",
-                    &[],
-                    body.to_string().as_bytes(),
-                )
-                .await;
+                let message = format!("Incorrect API key provided: {echoed}");
+                echo_as_error(&mut socket, true, &message).await;
             }
             "/plain/chat/completions" => {
                 let _ = respond(&mut socket, 403, "text/plain", &[], echoed.as_bytes()).await;
             }
             "/stream/chat/completions" => {
-                let _ = head_chunked(&mut socket, 200, "text/event-stream", &[]).await;
-                let line = format!(
-                    "data: {}\n\n",
-                    json!({"error": {"message": format!("bad key {echoed}")}})
-                );
-                let _ = chunk(&mut socket, line.as_bytes()).await;
-                let _ = server::end(&mut socket).await;
+                echo_as_error(&mut socket, false, &format!("bad key {echoed}")).await;
             }
             _ => {
                 let _ = head_chunked(&mut socket, 200, "text/event-stream", &[]).await;
@@ -418,25 +418,8 @@ async fn configured_header_values_never_appear_in_errors() {
                 .unwrap_or("")
                 .trim_start_matches("Bearer "),
         );
-        if request.path.starts_with("/http") {
-            let body = json!({"error": {"message": format!("rejected: {echoed}")}});
-            let _ = respond(
-                &mut socket,
-                401,
-                "application/json",
-                &[],
-                body.to_string().as_bytes(),
-            )
-            .await;
-        } else {
-            let _ = head_chunked(&mut socket, 200, "text/event-stream", &[]).await;
-            let line = format!(
-                "data: {}\n\n",
-                json!({"error": {"message": format!("bad: {echoed}")}})
-            );
-            let _ = chunk(&mut socket, line.as_bytes()).await;
-            let _ = server::end(&mut socket).await;
-        }
+        let http = request.path.starts_with("/http");
+        echo_as_error(&mut socket, http, &format!("rejected: {echoed}")).await;
     })
     .await;
     for path in ["/http", "/stream"] {

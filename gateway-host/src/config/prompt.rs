@@ -241,8 +241,21 @@ fn read_if_changed(path: &Path, last: Option<Stamp>) -> Option<(Stamp, Option<St
     if last == Some(stamp) {
         return None;
     }
-    let text = stamp.and_then(|_| std::fs::read_to_string(path).ok());
+    let text = stamp
+        .and_then(|_| std::fs::read(path).ok())
+        .map(|bytes| utf8_or_replaced(path, bytes));
     Some((stamp.filter(|_| text.is_some()), text))
+}
+
+/// The file's text; invalid UTF-8 (a stray Windows-1252 quote) is replaced with U+FFFD and
+/// reported, rather than dropping the whole prompt.
+fn utf8_or_replaced(path: &Path, bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| {
+        let at = e.utf8_error().valid_up_to();
+        tracing::warn!(path = %path.display(), byte = at,
+            "voice prompt file is not valid UTF-8; invalid bytes replaced with U+FFFD");
+        String::from_utf8_lossy(e.as_bytes()).into_owned()
+    })
 }
 
 /// The inotify watch of the prompts directory (Linux).

@@ -44,6 +44,19 @@ async fn file_prompt_then_profile_prompt_and_hot_reload() {
     );
 }
 
+/// A prompt file with a byte that is not UTF-8 (a Windows-1252 quote) is used with that byte
+/// replaced, not dropped whole.
+#[tokio::test]
+async fn a_prompt_with_invalid_utf8_is_used_with_the_bytes_replaced() {
+    let host = TestHost::start().await;
+    std::fs::write(host.prompt_path(), b"It\x92s version three.\n").unwrap();
+    host.sse(json!({"message": "hi"})).await;
+    assert_eq!(
+        system_messages(&host.upstream.last_request()),
+        ["It\u{FFFD}s version three.\n\nYou are profile default."]
+    );
+}
+
 /// A Kubernetes ConfigMap volume: the prompt is a symlink through `..data`, and an update
 /// swaps `..data` to a new folder in one rename. The next turn uses the new prompt.
 #[tokio::test]

@@ -226,6 +226,11 @@ impl Server {
             Err(_) => Err(ToolError::Timeout {
                 ms: self.call_timeout.as_millis() as u64,
             }),
+            // An HTTP error status on a session that is still open (a failing server, a
+            // proxy in front of it) is this call's failure, not the end of the session.
+            Ok(Err(ServiceError::TransportSend(e))) if !connection.is_closed() => {
+                Err(ToolError::Failed(self.scrub(&innermost_cause(&e))))
+            }
             Ok(Err(ServiceError::TransportClosed | ServiceError::TransportSend(_))) => {
                 self.forget(&connection).await;
                 Err(ToolError::Closed {
@@ -253,4 +258,14 @@ impl Server {
         };
         self.secrets.scrub_owned(text)
     }
+}
+
+/// The message of the innermost cause of `error` (the transport's own message names its Rust
+/// types, which mean nothing to a model or a client).
+fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }

@@ -6,6 +6,9 @@ use gateway_tests::tools::{
     time_server, tool_calls, tool_profile, EverythingHttp,
 };
 use gateway_tests::{HostSpec, Reply, TestHost};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 /// A host whose default profile uses the given tool servers (`[tools]` merged with `tools`).
@@ -566,6 +569,77 @@ async fn turns_waiting_on_a_hung_server_share_its_one_failed_start() {
     }
     let started = std::fs::read_to_string(&starts).unwrap();
     assert_eq!(started.lines().count(), 1, "one start for the three turns");
+}
+
+/// A streamable-HTTP MCP endpoint whose `tools/call` answers HTTP 500 (a server bug, a proxy
+/// in front of it failing); everything else as the protocol says, JSON replies. Counts
+/// `initialize` requests.
+async fn failing_http_server(initializes: Arc<AtomicUsize>) -> String {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let handler = move |body: axum::Json<Value>| {
+        let initializes = initializes.clone();
+        async move {
+            let id = body.get("id").cloned().unwrap_or(Value::Null);
+            let reply = |result: Value| {
+                let headers = [
+                    ("content-type", "application/json"),
+                    ("mcp-session-id", "s-1"),
+                ];
+                let body = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+                (StatusCode::OK, headers, body).into_response()
+            };
+            match body["method"].as_str().unwrap_or_default() {
+                "initialize" => {
+                    initializes.fetch_add(1, Ordering::SeqCst);
+                    reply(
+                        json!({"protocolVersion": "2025-03-26", "capabilities": {"tools": {}},
+                                 "serverInfo": {"name": "flaky", "version": "1"}}),
+                    )
+                }
+                "tools/list" => reply(json!({"tools": [{"name": "flaky",
+                    "inputSchema": {"type": "object"}}]})),
+                "tools/call" => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "database down").into_response()
+                }
+                _ => StatusCode::ACCEPTED.into_response(),
+            }
+        }
+    };
+    let router = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(handler)
+            .get(|| async { StatusCode::METHOD_NOT_ALLOWED })
+            .delete(|| async { StatusCode::OK }),
+    );
+    format!("http://{}/mcp", gateway_tests::serve(router).await)
+}
+
+/// An HTTP error on a call is that call's error, naming the status, and the session stays:
+/// the next call does not initialise again.
+#[tokio::test]
+async fn an_http_error_on_a_call_is_reported_and_the_session_kept() {
+    let initializes = Arc::new(AtomicUsize::new(0));
+    let url = failing_http_server(initializes.clone()).await;
+    let host = host_with(json!({"flaky": {"url": url}}), json!({})).await;
+    for turn in 0..2 {
+        host.upstream.push(tool_calls("", &[("c1", "flaky", "{}")]));
+        host.upstream.push(Reply::tokens(&["Sorry."]));
+        let answer = host.sse(json!({"message": format!("turn {turn}")})).await;
+        let errors: Vec<Value> = actions(&answer.events)
+            .into_iter()
+            .filter(|a| a["phase"] == "error")
+            .collect();
+        assert_eq!(errors.len(), 1, "{:?}", answer.events);
+        let shown = errors[0].to_string();
+        assert!(shown.contains("500"), "the status is named: {shown}");
+        assert!(!shown.contains("closed"), "{shown}");
+    }
+    assert_eq!(
+        initializes.load(Ordering::SeqCst),
+        1,
+        "one session for both calls"
+    );
 }
 
 #[tokio::test]

@@ -97,6 +97,9 @@ pub enum ProfileError {
     /// The file or directory could not be read.
     #[error("cannot read: {0}")]
     Io(String),
+    /// An entry that looks meant as a profile but is not loaded (say why).
+    #[error("not loaded: {0}")]
+    NotLoaded(&'static str),
 }
 
 /// A problem with one profile file, reported by file name.
@@ -251,7 +254,10 @@ impl ProfileSet {
         let mut files: Vec<_> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|ext| ext == "json") && p.is_file())
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|ext| ext.eq_ignore_ascii_case("json"))
+            })
             .collect();
         files.sort();
         for path in files {
@@ -259,8 +265,9 @@ impl ProfileSet {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let result = std::fs::read(&path)
-                .map_err(|e| ProfileError::Io(e.to_string()))
+            let result = not_loaded_why(&path)
+                .map_or(Ok(()), |why| Err(ProfileError::NotLoaded(why)))
+                .and_then(|()| std::fs::read(&path).map_err(|e| ProfileError::Io(e.to_string())))
                 .and_then(|bytes| Profile::from_slice(&bytes, &file));
             match result {
                 Ok(profile) => set.insert(profile, &gateway_known),
@@ -333,6 +340,19 @@ impl ProfileSet {
     /// True when no profile is usable.
     pub fn is_empty(&self) -> bool {
         self.profiles.is_empty()
+    }
+}
+
+/// Why an entry named like a profile is not one: an upper-case `.JSON`, a directory, a
+/// symlink to nothing. `None` for a loadable file.
+fn not_loaded_why(path: &Path) -> Option<&'static str> {
+    if path.extension().is_some_and(|ext| ext != "json") {
+        return Some("profile files end in .json (lower case)");
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => None,
+        Ok(_) => Some("a directory or special file, not a profile file"),
+        Err(_) => Some("a symlink to nothing (or unreadable)"),
     }
 }
 
@@ -431,9 +451,22 @@ mod tests {
             r#"{"id": "e", "adapter_config": {"gateway_id": "nope"}}"#,
         );
         write("notes.txt", "ignored");
+        write("f.JSON", r#"{"id": "f"}"#);
+        std::fs::create_dir(dir.path().join("g.json")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("h.json")).unwrap();
         let set = ProfileSet::load_dir(dir.path(), |g| g == DEFAULT_GATEWAY_ID);
         assert_eq!(set.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["a"]);
         let files: Vec<_> = set.problems().iter().map(|p| p.file.as_str()).collect();
-        assert_eq!(files, ["b.json", "c.json", "d.json", "e.json"]);
+        assert_eq!(
+            files,
+            ["b.json", "c.json", "d.json", "e.json", "f.JSON", "g.json", "h.json"]
+        );
+        let why: Vec<String> = set.problems()[4..]
+            .iter()
+            .map(|p| p.error.to_string())
+            .collect();
+        assert!(why[0].contains("lower case"), "{why:?}");
+        assert!(why[1].contains("directory"), "{why:?}");
+        assert!(why[2].contains("symlink to nothing"), "{why:?}");
     }
 }

@@ -1,7 +1,15 @@
 //! Errors of gateways, the registry and session stores. Messages name the cause and never
 //! carry an API key or an upstream header.
 
+use std::error::Error;
 use std::time::Duration;
+
+/// `error` and then each of its sources in turn, outermost first.
+pub fn causes<'a>(
+    error: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(error), |&e| e.source())
+}
 
 /// Why a turn failed. Each variant's message is fit to show to a client.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -151,4 +159,27 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("session store data corrupt: {0}")]
     Corrupt(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("request failed")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn causes_walk_the_chain_outermost_first() {
+        let outer = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        let messages: Vec<String> = causes(&outer).map(|e| e.to_string()).collect();
+        assert_eq!(messages, ["request failed", "refused"]);
+        let kind = causes(&outer)
+            .find_map(|e| e.downcast_ref::<std::io::Error>())
+            .map(std::io::Error::kind);
+        assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused));
+    }
 }

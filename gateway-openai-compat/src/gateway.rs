@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{FutureExt, Stream};
+use gateway_core::error::causes;
 use gateway_core::{
     CancelWatch, CancellationToken, Event, EventStream, Gateway, GatewayError, Health,
     InstanceConfig, Secrets, Turn, Usage,
@@ -679,36 +680,24 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 fn chain_text(error: &reqwest::Error) -> String {
-    let mut text = String::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&cause.to_string().to_ascii_lowercase());
-        text.push('\n');
-        source = cause.source();
-    }
-    text
+    let sources = error.source().into_iter().flat_map(causes);
+    sources
+        .map(|cause| format!("{}\n", cause.to_string().to_ascii_lowercase()))
+        .collect()
 }
 
 fn io_kind(error: &reqwest::Error) -> Option<std::io::ErrorKind> {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        source = cause.source();
-    }
-    None
+    let mut sources = error.source().into_iter().flat_map(causes);
+    sources.find_map(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+    })
 }
 
 /// The innermost cause's message (no URL: reqwest puts the URL in its own outer message).
 fn last_cause(error: &reqwest::Error) -> String {
-    let mut last: Option<&(dyn std::error::Error + 'static)> = None;
-    let mut source = error.source();
-    while let Some(cause) = source {
-        last = Some(cause);
-        source = cause.source();
-    }
-    match last {
+    match error.source().into_iter().flat_map(causes).last() {
         Some(cause) => cause.to_string(),
         None => "unknown cause".into(),
     }

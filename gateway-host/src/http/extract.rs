@@ -88,14 +88,7 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
 
 /// The body-read timeout behind a failed body, if that is what failed.
 fn body_timeout<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTimeout> {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        if let Some(timeout) = e.downcast_ref::<BodyTimeout>() {
-            return Some(timeout);
-        }
-        cause = e.source();
-    }
-    None
+    gateway_core::error::causes(error).find_map(|e| e.downcast_ref::<BodyTimeout>())
 }
 
 /// `Ok(true)` when the request says its body is JSON (`application/json` or `…+json`, any

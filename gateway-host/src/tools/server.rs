@@ -263,9 +263,6 @@ impl Server {
 /// The message of the innermost cause of `error` (the transport's own message names its Rust
 /// types, which mean nothing to a model or a client).
 fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    cause.to_string()
+    let innermost = gateway_core::error::causes(error).last().unwrap_or(error);
+    innermost.to_string()
 }

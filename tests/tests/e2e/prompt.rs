@@ -11,6 +11,12 @@ fn system_messages(body: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The system messages the upstream got for one more turn of `host`.
+async fn system_of_next_turn(host: &TestHost) -> Vec<String> {
+    host.sse(json!({"message": "hi"})).await;
+    system_messages(&host.upstream.last_request())
+}
+
 #[tokio::test]
 async fn file_prompt_then_profile_prompt_and_hot_reload() {
     let host = TestHost::with(HostSpec {
@@ -30,16 +36,14 @@ async fn file_prompt_then_profile_prompt_and_hot_reload() {
     );
 
     std::fs::write(host.prompt_path(), "# header\nVersion two, now longer.\n").unwrap();
-    host.sse(json!({"message": "hi"})).await;
     assert_eq!(
-        system_messages(&host.upstream.last_request()),
+        system_of_next_turn(&host).await,
         ["Version two, now longer.\n\nYou are profile default."]
     );
 
     std::fs::remove_file(host.prompt_path()).unwrap();
-    host.sse(json!({"message": "hi"})).await;
     assert_eq!(
-        system_messages(&host.upstream.last_request()),
+        system_of_next_turn(&host).await,
         ["You are profile default."]
     );
 }
@@ -50,9 +54,8 @@ async fn file_prompt_then_profile_prompt_and_hot_reload() {
 async fn a_prompt_with_invalid_utf8_is_used_with_the_bytes_replaced() {
     let host = TestHost::start().await;
     std::fs::write(host.prompt_path(), b"It\x92s version three.\n").unwrap();
-    host.sse(json!({"message": "hi"})).await;
     assert_eq!(
-        system_messages(&host.upstream.last_request()),
+        system_of_next_turn(&host).await,
         ["It\u{FFFD}s version three.\n\nYou are profile default."]
     );
 }
@@ -73,9 +76,8 @@ async fn a_configmap_style_symlink_swap_is_picked_up() {
     symlink("..v1", dir.join("..data")).unwrap();
     let _ = std::fs::remove_file(&prompt);
     symlink("..data/voice-system-prompt.md", &prompt).unwrap();
-    host.sse(json!({"message": "hi"})).await;
     assert_eq!(
-        system_messages(&host.upstream.last_request()),
+        system_of_next_turn(&host).await,
         ["Prompt version one.\n\nYou are profile default."]
     );
 
@@ -83,9 +85,8 @@ async fn a_configmap_style_symlink_swap_is_picked_up() {
     symlink("..v2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(dir.join("..v1")).unwrap();
-    host.sse(json!({"message": "hi"})).await;
     assert_eq!(
-        system_messages(&host.upstream.last_request()),
+        system_of_next_turn(&host).await,
         ["Prompt version two.\n\nYou are profile default."]
     );
 }
